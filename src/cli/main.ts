@@ -1,0 +1,78 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { MultiGpuError, UsageError } from '../errors.ts';
+import { devicesCommand } from './devices.ts';
+
+const USAGE = `usage: multigpu <command> [options]
+
+commands:
+  devices   list the GPUs (numbered gpu:0.., with PCI bus ids) and the cpu device
+            --json              machine-readable output
+            --check             run a compute self-test on every GPU
+            --memory LIST       capacities, e.g. gpu:0=24gb,cpu=64gb
+            --adapters LIST     Dawn adapters to open, by name or pci:<bus id>, ';'-separated
+            --api dawn|navigator
+  help      this text
+`;
+
+const API_VALUES = new Set(['auto', 'dawn', 'navigator']);
+
+async function devices(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      json: { type: 'boolean', default: false },
+      check: { type: 'boolean', default: false },
+      memory: { type: 'string' },
+      adapters: { type: 'string' },
+      api: { type: 'string', default: 'auto' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (!API_VALUES.has(values.api!)) throw new UsageError(`--api must be one of auto, dawn, navigator (got "${values.api}")`);
+  const { output, ok } = await devicesCommand({
+    json: values.json,
+    check: values.check,
+    memory: values.memory,
+    adapters: values.adapters?.split(';').map((s) => s.trim()).filter(Boolean),
+    api: values.api as 'auto' | 'dawn' | 'navigator',
+  });
+  process.stdout.write(`${output}\n`);
+  return ok ? 0 : 1;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'devices':
+      return devices(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command "${command}"`, { hint: 'run `multigpu help` for the list' });
+  }
+}
+
+/** Codes of errors about what the user typed, as opposed to what this machine can do. */
+const BAD_INPUT = new Set(['E_USAGE', 'E_BYTE_SIZE', 'E_UNKNOWN_DEVICE']);
+
+/** One paragraph, no stack trace (MULTIGPU_DEBUG=1 adds it): 2 for bad input, 1 for the rest. */
+function report(error: unknown): number {
+  const parseArgsError = String((error as { code?: unknown })?.code ?? '').startsWith('ERR_PARSE_ARGS');
+  const known = error instanceof MultiGpuError || parseArgsError;
+  const message = known ? (error as Error).message : `unexpected error: ${(error as Error)?.stack ?? String(error)}`;
+  process.stderr.write(`multigpu: ${message}\n`);
+  if (known && process.env.MULTIGPU_DEBUG) process.stderr.write(`${(error as Error).stack}\n`);
+  return parseArgsError || (error instanceof MultiGpuError && BAD_INPUT.has(error.code)) ? 2 : 1;
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+}, (error: unknown) => {
+  process.exitCode = report(error);
+});

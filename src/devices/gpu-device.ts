@@ -1,0 +1,181 @@
+import {
+  BufferTooLargeError,
+  CapacityExceededError,
+  DeviceLostError,
+  GpuOutOfMemoryError,
+  GpuValidationError,
+} from './errors.ts';
+import { ByteLedger, type LedgerEntry } from './ledger.ts';
+import type { Capacity, GpuApi, GpuDescription } from './types.ts';
+
+export interface GpuDeviceInit {
+  readonly index: number;
+  readonly adapterName: string;
+  readonly vendor: string;
+  readonly architecture: string;
+  readonly backend: string;
+  readonly api: GpuApi;
+  readonly pciBusId: string | null;
+  readonly fallback: boolean;
+  readonly capacity: Capacity;
+  readonly device: GPUDevice;
+}
+
+export interface BufferRequest {
+  readonly label: string;
+  readonly size: number;
+  readonly usage: GPUBufferUsageFlags;
+  readonly mappedAtCreation?: boolean;
+}
+
+export interface LostInfo {
+  readonly reason: string;
+  readonly message: string;
+}
+
+/** A GPU buffer whose bytes are on a device's ledger until destroy(). */
+export class TrackedBuffer {
+  readonly buffer: GPUBuffer;
+  readonly device: GpuDevice;
+  readonly #entry: LedgerEntry;
+
+  constructor(device: GpuDevice, buffer: GPUBuffer, entry: LedgerEntry) {
+    this.device = device;
+    this.buffer = buffer;
+    this.#entry = entry;
+  }
+
+  get bytes(): number {
+    return this.#entry.bytes;
+  }
+
+  get label(): string {
+    return this.#entry.label;
+  }
+
+  /** Idempotent: the second call neither double-frees nor double-counts. */
+  destroy(): void {
+    if (this.device.ledger.release(this.#entry)) this.buffer.destroy();
+  }
+}
+
+/** One opened WebGPU device: its adapter's facts, its capacity, its ledger, its lost state. */
+export class GpuDevice {
+  readonly kind = 'gpu' as const;
+  readonly index: number;
+  readonly name: string;
+  readonly adapterName: string;
+  readonly vendor: string;
+  readonly architecture: string;
+  readonly backend: string;
+  readonly api: GpuApi;
+  readonly pciBusId: string | null;
+  readonly fallback: boolean;
+  readonly capacity: Capacity;
+  readonly device: GPUDevice;
+  readonly ledger = new ByteLedger();
+  #lost: LostInfo | null = null;
+  readonly #lostListeners = new Set<(info: LostInfo) => void>();
+
+  constructor(init: GpuDeviceInit) {
+    this.index = init.index;
+    this.name = `gpu:${init.index}`;
+    this.adapterName = init.adapterName;
+    this.vendor = init.vendor;
+    this.architecture = init.architecture;
+    this.backend = init.backend;
+    this.api = init.api;
+    this.pciBusId = init.pciBusId;
+    this.fallback = init.fallback;
+    this.capacity = init.capacity;
+    this.device = init.device;
+    void this.device.lost.then((info) => {
+      this.#lost = { reason: info.reason, message: info.message };
+      this.ledger.releaseAll();
+      for (const listener of this.#lostListeners) listener(this.#lost);
+    });
+  }
+
+  get lost(): LostInfo | null {
+    return this.#lost;
+  }
+
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  hasFeature(feature: string): boolean {
+    return this.device.features.has(feature);
+  }
+
+  /** Called once when the device is lost, whatever the cause. */
+  onLost(listener: (info: LostInfo) => void): () => void {
+    this.#lostListeners.add(listener);
+    return () => this.#lostListeners.delete(listener);
+  }
+
+  /**
+   * The one way the runtime allocates GPU memory: checks the adapter limit and the
+   * capacity ledger first, then wraps createBuffer in out-of-memory and validation
+   * error scopes so a failure is a typed error rather than an invalid buffer.
+   */
+  async createBuffer(request: BufferRequest): Promise<TrackedBuffer> {
+    const { label, size } = request;
+    this.#throwIfLost();
+    if (size > this.limits.maxBufferSize) throw new BufferTooLargeError(this.name, label, size, this.limits.maxBufferSize);
+    if (this.ledger.used + size > this.capacity.bytes) {
+      throw new CapacityExceededError(this.name, label, size, this.ledger.used, this.capacity.bytes, this.capacity.source);
+    }
+    // Counted before the awaits, so concurrent allocations cannot both pass the capacity check.
+    const entry = this.ledger.add(label, size);
+    const device = this.device;
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    let buffer: GPUBuffer | undefined;
+    let thrown: unknown;
+    try {
+      buffer = device.createBuffer({ label, size, usage: request.usage, mappedAtCreation: request.mappedAtCreation ?? false });
+    } catch (error) {
+      thrown = error; // mappedAtCreation of an unallocatable size throws RangeError synchronously
+    }
+    const validation = await device.popErrorScope();
+    const oom = await device.popErrorScope();
+    if (buffer && !validation && !oom && thrown === undefined) return new TrackedBuffer(this, buffer, entry);
+    this.ledger.release(entry);
+    buffer?.destroy();
+    this.#throwIfLost();
+    if (oom || thrown instanceof RangeError) {
+      throw new GpuOutOfMemoryError(this.name, label, size, oom?.message || String((thrown as Error).message));
+    }
+    throw new GpuValidationError(this.name, label, size, validation?.message || String(thrown));
+  }
+
+  #throwIfLost(): void {
+    const lost = this.#lost;
+    if (lost) throw new DeviceLostError(this.name, lost.reason, lost.message);
+  }
+
+  describe(): GpuDescription {
+    const limits = this.limits;
+    return {
+      index: this.index,
+      name: this.name,
+      adapter: this.adapterName,
+      vendor: this.vendor,
+      architecture: this.architecture,
+      backend: this.backend,
+      api: this.api,
+      pciBusId: this.pciBusId,
+      fallback: this.fallback,
+      capacity: this.capacity,
+      maxBufferSize: limits.maxBufferSize,
+      maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+      features: {
+        shaderF16: this.hasFeature('shader-f16'),
+        subgroups: this.hasFeature('subgroups'),
+        timestampQuery: this.hasFeature('timestamp-query'),
+        subgroupMatrix: this.hasFeature('chromium-experimental-subgroup-matrix'),
+      },
+    };
+  }
+}

@@ -1,0 +1,10 @@
+export { openDevices, type OpenDevicesOptions } from './open.ts';
+export { DeviceSet, DeviceLostEvent, type Device } from './device-set.ts';
+export { GpuDevice, TrackedBuffer, type BufferRequest, type LostInfo } from './gpu-device.ts';
+export { CpuDevice } from './cpu-device.ts';
+export { ByteLedger, type LedgerEntry } from './ledger.ts';
+export { DEFAULT_CAPACITY, parseMemoryOverrides } from './capacity.ts';
+export { DEFAULT_DAWN_FLAGS, type DawnLoader, type DawnModule } from './dawn.ts';
+export { parseDeviceName, canonicalDeviceName, GPU_ALIASES, UnknownDeviceError, type DeviceRef } from './names.ts';
+export * from './errors.ts';
+export type * from './types.ts';
