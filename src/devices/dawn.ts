@@ -1,5 +1,5 @@
 import { WebGpuUnavailableError } from './errors.ts';
-import { driPrimeTag, normalizeBusId, type PciGpu } from './pci.ts';
+import { normalizeBusId, type PciGpu } from './pci.ts';
 import { importNodeBuiltin } from './runtime.ts';
 
 /** The shape of npm `webgpu` (dawn.node). */
@@ -80,39 +80,44 @@ export function groupAdapters(listings: readonly DawnListing[], platform: string
   return [...groups.values()];
 }
 
-/** One Dawn instance to create: which adapter, and the DRI_PRIME that singles it out among twins. */
+/**
+ * One physical GPU to open in a Dawn instance of its own. `twins` lists the identical GPUs
+ * (same name) it must be told apart from; empty when the name alone singles it out.
+ */
 export interface DawnTarget {
   readonly name: string;
   readonly backend: string;
   readonly pci: PciGpu | null;
-  readonly driPrime: string | null;
+  readonly twins: readonly PciGpu[];
 }
 
 const sameName = (a: string, b: string) => a.trim().toLowerCase() === b.trim().toLowerCase();
 
+function pciNamed(pci: readonly PciGpu[], name: string): PciGpu[] {
+  return pci.filter((p) => p.name !== null && sameName(p.name, name));
+}
+
 /**
  * One target per physical GPU. Identical GPUs share a name, so Dawn's `adapter=NAME` alone
  * would open the first one every time: where the platform lists their PCI bus ids
- * (nvidia-smi), each gets its own instance with DRI_PRIME set, and Mesa's device-select
- * layer puts that GPU first for that instance.
+ * (nvidia-smi), each becomes a target of its own, to be told apart when opened (twins.ts).
  */
 export function planDawnTargets(groups: readonly AdapterGroup[], pci: readonly PciGpu[], warnings: string[]): DawnTarget[] {
   const targets: DawnTarget[] = [];
   for (const group of groups) {
-    const matches = pci.filter((p) => p.name !== null && sameName(p.name, group.name));
+    const matches = pciNamed(pci, group.name);
     if (matches.length === 0) {
       if (group.count > 1) {
         warnings.push(`${group.count} adapters are named "${group.name}" but the platform gives no PCI bus ids for them; ` +
           'opening one (install nvidia-smi, or name them with --adapters "pci:<bus id>;...")');
       }
-      targets.push({ name: group.name, backend: group.backend, pci: null, driPrime: null });
+      targets.push({ name: group.name, backend: group.backend, pci: null, twins: [] });
       continue;
     }
-    if (matches.length !== group.count) {
-      warnings.push(`Dawn lists ${group.count} "${group.name}" adapters, the platform ${matches.length} PCI devices: opening ${matches.length}`);
-    }
+    // Mesa's device-select layer (FORCE_DEFAULT_DEVICE) shows Dawn one of the twins only,
+    // so Dawn's count may be lower than the platform's; the platform's is the truth.
     for (const p of matches) {
-      targets.push({ name: group.name, backend: group.backend, pci: p, driPrime: matches.length > 1 ? driPrimeTag(p.busId) : null });
+      targets.push({ name: group.name, backend: group.backend, pci: p, twins: matches.length > 1 ? matches : [] });
     }
   }
   return targets;
@@ -136,7 +141,8 @@ export function explicitDawnTargets(selectors: readonly string[], groups: readon
           hint: `PCI GPUs here: ${pci.map((g) => `${g.busId} (${g.name ?? 'unnamed'})`).join(', ') || 'none'}; Dawn adapters: ${available()}`,
         });
       }
-      return { name: group.name, backend: group.backend, pci: p, driPrime: driPrimeTag(p.busId) };
+      const twins = pciNamed(pci, group.name);
+      return { name: group.name, backend: group.backend, pci: p, twins: twins.length > 1 ? twins : [] };
     }
     const group = groups.find((g) => sameName(g.name, trimmed));
     if (!group) {
@@ -144,8 +150,8 @@ export function explicitDawnTargets(selectors: readonly string[], groups: readon
         hint: `available: ${available()}`,
       });
     }
-    const matches = pci.filter((p) => p.name !== null && sameName(p.name, group.name));
-    return { name: group.name, backend: group.backend, pci: matches.length === 1 ? matches[0]! : null, driPrime: null };
+    const matches = pciNamed(pci, group.name);
+    return { name: group.name, backend: group.backend, pci: matches.length === 1 ? matches[0]! : null, twins: [] };
   });
 }
 
@@ -167,22 +173,23 @@ async function withEnv<T>(vars: Record<string, string | null>, body: () => Promi
   }
 }
 
-export interface OpenedDawnAdapter {
-  readonly target: DawnTarget;
+export interface DawnInstanceAdapter {
   readonly instance: GPU;
   readonly adapter: GPUAdapter;
 }
 
-export async function openDawnTarget(dawn: DawnModule, flags: readonly string[], target: DawnTarget): Promise<OpenedDawnAdapter> {
+/** A new Dawn instance and its adapter of that name; `driPrime` steers Mesa's device-select layer. */
+export async function openDawnAdapter(dawn: DawnModule, flags: readonly string[], name: string, backend: string,
+  driPrime: string | null = null): Promise<DawnInstanceAdapter> {
   // The device-select layer reads DRI_PRIME when the Vulkan instance enumerates devices,
   // which Dawn does lazily: keep it set until the adapter is in hand.
-  return withEnv({ DRI_PRIME: target.driPrime }, async () => {
-    const instance = dawn.create([...flags, `backend=${target.backend}`, `adapter=${target.name}`]);
+  return withEnv({ DRI_PRIME: driPrime }, async () => {
+    const instance = dawn.create([...flags, `backend=${backend}`, `adapter=${name}`]);
     const adapter = await instance.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) {
-      throw new WebGpuUnavailableError(`Dawn listed adapter "${target.name}" (${target.backend}) but returned none when asked for it`);
+      throw new WebGpuUnavailableError(`Dawn listed adapter "${name}" (${backend}) but returned none when asked for it`);
     }
-    return { target, instance, adapter };
+    return { instance, adapter };
   });
 }
 

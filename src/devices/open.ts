@@ -8,10 +8,11 @@ import {
   installDawnGlobals,
   listWithSoftwareFallback,
   loadDawnFromNodeModules,
-  openDawnTarget,
+  openDawnAdapter,
   planDawnTargets,
   type DawnLoader,
   type DawnModule,
+  type DawnTarget,
 } from './dawn.ts';
 import { DeviceSet } from './device-set.ts';
 import { WebGpuUnavailableError } from './errors.ts';
@@ -19,6 +20,7 @@ import { GpuDevice } from './gpu-device.ts';
 import { listNavigatorAdapters, navigatorAdapterName } from './navigator.ts';
 import { PCI_VENDORS, queryPciGpus, type PciGpu } from './pci.ts';
 import { detectRuntime } from './runtime.ts';
+import { openTwins } from './twins.ts';
 import type { GpuApi, Runtime } from './types.ts';
 
 export interface OpenDevicesOptions {
@@ -47,6 +49,8 @@ interface OpenedAdapter {
   readonly backend: string;
   readonly pci: PciGpu | null;
   readonly instance: GPU | null;
+  /** Already requested (identifying a twin needs a device); null: request it when numbering. */
+  readonly device: GPUDevice | null;
 }
 
 interface Discovery {
@@ -77,13 +81,30 @@ async function discoverDawn(dawn: DawnModule, options: OpenDevicesOptions, platf
   const targets = options.adapters
     ? explicitDawnTargets(options.adapters, groups, pci)
     : planDawnTargets(groups, pci, warnings);
-  const adapters: OpenedAdapter[] = [];
-  // One at a time: each may set DRI_PRIME in the process environment while it opens.
-  for (const target of targets) {
-    const opened = await openDawnTarget(dawn, flags, target);
-    adapters.push({ adapter: opened.adapter, name: target.name, backend: target.backend, pci: target.pci, instance: opened.instance });
-  }
+  const adapters = await openDawnTargets(dawn, flags, targets, warnings);
   return { api: 'dawn', adapters: attachByVendor(adapters, pci), warnings, notes };
+}
+
+/** One at a time: each may set DRI_PRIME in the process environment while it opens. */
+async function openDawnTargets(dawn: DawnModule, flags: readonly string[], targets: readonly DawnTarget[],
+  warnings: string[]): Promise<OpenedAdapter[]> {
+  const opened: OpenedAdapter[] = [];
+  const twinsDone = new Set<string>();
+  for (const target of targets) {
+    if (target.twins.length === 0) {
+      const { instance, adapter } = await openDawnAdapter(dawn, flags, target.name, target.backend);
+      opened.push({ adapter, instance, name: target.name, backend: target.backend, pci: target.pci, device: null });
+      continue;
+    }
+    // All wanted twins of a name are opened together: each attempt may reach any of them.
+    if (twinsDone.has(target.name)) continue;
+    twinsDone.add(target.name);
+    const wanted = targets.filter((t) => t.name === target.name && t.pci).map((t) => t.pci!);
+    for (const twin of await openTwins(dawn, flags, target.name, target.backend, wanted, target.twins, warnings)) {
+      opened.push({ ...twin, name: target.name, backend: target.backend });
+    }
+  }
+  return opened;
 }
 
 /**
@@ -114,7 +135,7 @@ async function discoverNavigator(gpu: GPU | undefined, runtime: Runtime): Promis
   }
   const backend = runtime === 'deno' ? 'wgpu' : 'browser';
   const adapters = (await listNavigatorAdapters(gpu)).map((adapter) => ({
-    adapter, name: navigatorAdapterName(adapter.info), backend, pci: null, instance: null,
+    adapter, name: navigatorAdapterName(adapter.info), backend, pci: null, instance: null, device: null,
   }));
   return { api: 'navigator', adapters, warnings: [], notes: [] };
 }
@@ -149,7 +170,7 @@ function numberingOrder(adapters: readonly OpenedAdapter[]): OpenedAdapter[] {
 
 async function openGpu(opened: OpenedAdapter, index: number, api: GpuApi, overrides: MemoryOverrides): Promise<GpuDevice> {
   const name = `gpu:${index}`;
-  const device = await requestMaxDevice(opened.adapter, `${name} (${opened.name})`);
+  const device = opened.device ?? await requestMaxDevice(opened.adapter, `${name} (${opened.name})`);
   const info = opened.adapter.info;
   return new GpuDevice({
     index,
@@ -181,6 +202,7 @@ export async function openDevices(options: OpenDevicesOptions = {}): Promise<Dev
     for (const [index, opened] of ordered.entries()) gpus.push(await openGpu(opened, index, found.api!, overrides));
   } catch (error) {
     for (const gpu of gpus) gpu.device.destroy();
+    for (const opened of ordered) opened.device?.destroy();
     throw error;
   }
   const cpu = await openCpuDevice(runtime, overrides);

@@ -57,12 +57,31 @@ export function sortByBus<T extends { busId: string }>(gpus: T[]): T[] {
   return gpus.sort((a, b) => (a.busId < b.busId ? -1 : a.busId > b.busId ? 1 : 0));
 }
 
-async function nvidiaSmi(): Promise<PciGpu[]> {
+/** nvidia-smi's CSV answer to a --query-gpu, or null where there is no nvidia-smi. */
+async function queryNvidiaSmi(fields: string): Promise<string | null> {
   const { execFile } = await importNodeBuiltin<typeof import('node:child_process')>('child_process');
   return new Promise((resolve) => {
-    execFile('nvidia-smi', ['--query-gpu=pci.bus_id,name,memory.total', '--format=csv,noheader,nounits'],
-      { timeout: 10_000, windowsHide: true }, (error, stdout) => resolve(error ? [] : parseNvidiaSmi(String(stdout))));
+    execFile('nvidia-smi', [`--query-gpu=${fields}`, '--format=csv,noheader,nounits'],
+      { timeout: 10_000, windowsHide: true }, (error, stdout) => resolve(error ? null : String(stdout)));
   });
+}
+
+async function nvidiaSmi(): Promise<PciGpu[]> {
+  const csv = await queryNvidiaSmi('pci.bus_id,name,memory.total');
+  return csv === null ? [] : parseNvidiaSmi(csv);
+}
+
+/** MiB in use on each NVIDIA GPU, by normalised bus id; null where nvidia-smi is missing. */
+export async function nvidiaMemoryUsedMiB(): Promise<Map<string, number> | null> {
+  const csv = await queryNvidiaSmi('pci.bus_id,memory.used');
+  if (csv === null) return null;
+  const used = new Map<string, number>();
+  for (const line of csv.split(/\r?\n/)) {
+    const [bus, mib] = line.split(',').map((f) => f.trim());
+    const busId = bus ? normalizeBusId(bus) : null;
+    if (busId && mib !== undefined && Number.isFinite(Number(mib))) used.set(busId, Number(mib));
+  }
+  return used;
 }
 
 /** Display controllers (PCI class 0x03xxxx) from Linux sysfs, with amdgpu's VRAM size where it is exposed. */
