@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages MultiGPU-Web needs, only those missing:
+#  - libvulkan1: the Vulkan loader, which Dawn (npm `webgpu`) opens GPUs through;
+#  - chromium: the browser the tests drive, and on machines without a GPU the source of
+#    SwiftShader's Vulkan driver (/usr/lib/chromium/vk_swiftshader_icd.json), a WebGPU on the CPU.
+set -euo pipefail
+missing=()
+[ -e /usr/lib/x86_64-linux-gnu/libvulkan.so.1 ] || ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' || missing+=(libvulkan1)
+{ [ -x /usr/bin/chromium ] && [ -e /usr/lib/chromium/vk_swiftshader_icd.json ]; } || missing+=(chromium)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing Debian packages: ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,65 @@
+// The same smoke test in headless Chromium (Playwright), served by Vite's dev server, and
+// the demo page's device list (through its comlink worker).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServer, type ViteDevServer } from 'vite';
+import type { Browser } from 'playwright-core';
+import { launchChromium } from './browser-launch.ts';
+import { ROOT } from './helpers.ts';
+
+async function serve(root: string): Promise<{ server: ViteDevServer; url: string }> {
+  const server = await createServer({
+    configFile: false, root, logLevel: 'silent',
+    server: { host: '127.0.0.1', port: 0, fs: { allow: [ROOT] } },
+  });
+  await server.listen();
+  const address = server.httpServer!.address() as { port: number };
+  return { server, url: `http://127.0.0.1:${address.port}/` };
+}
+
+describe('headless Chromium', () => {
+  let browser: Browser;
+  beforeAll(async () => {
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  it('opens navigator.gpu adapters without duplicates, computes, keeps the ledger, types errors, reports loss', async () => {
+    const { server, url } = await serve(`${ROOT}test/browser`);
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(url);
+      await page.waitForFunction(() => (window as unknown as { smokeResult?: unknown }).smokeResult !== undefined, null, { timeout: 60_000 });
+      const result = await page.evaluate(() => (window as unknown as { smokeResult: Record<string, unknown> }).smokeResult);
+      expect(result.error).toBeUndefined();
+      expect(errors).toEqual([]);
+      expect(result.runtime).toBe('browser');
+      // high-performance, low-power, default and fallback all answer SwiftShader: one device.
+      expect(result.gpus).toHaveLength(1);
+      expect((result.gpus as Array<Record<string, unknown>>)[0]).toMatchObject({ name: 'gpu:0', api: 'navigator', vendor: 'google', fallback: true });
+      expect(result.check).toMatchObject({ ok: true, maxError: 0 });
+      expect(result).toMatchObject({ usedWhileHeld: 1 << 20, usedAfterFree: 0, tooLarge: 'E_BUFFER_TOO_LARGE', lostReason: 'destroyed', closed: true });
+      expect((result.cpu as { cores: number }).cores).toBeGreaterThanOrEqual(1);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('the demo page lists the devices its worker opened', async () => {
+    const { server, url } = await serve(`${ROOT}web`);
+    try {
+      const page = await browser.newPage();
+      await page.goto(url);
+      const row = page.locator('#devices tbody tr').first();
+      await row.waitFor({ timeout: 60_000 });
+      const names = await page.locator('#devices tbody tr td:first-child').allTextContents();
+      expect(names).toEqual(['gpu:0', 'cpu']);
+      expect(await page.locator('#status').textContent()).toMatch(/^1 GPU opened in a worker/);
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -1,0 +1,16 @@
+// Runs the Deno suite (test/deno/*.deno.ts) with the npm package's deno binary, so the Deno
+// runtime is exercised by the same test command as everything else.
+import { expect, it } from 'vitest';
+import { run } from './helpers.ts';
+
+it('the device layer passes under Deno, on its own navigator.gpu and on Dawn (npm:webgpu)', async () => {
+  const r = await run('node_modules/.bin/deno', ['test', '--allow-all', '--no-check', 'test/deno/devices.deno.ts'], {
+    timeoutMs: 90_000,
+    env: { NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
+  });
+  expect(r.signal, r.stdout + r.stderr).toBeNull();
+  expect(r.code, r.stdout + r.stderr).toBe(0);
+  expect(r.stdout).toContain('devices on navigator: open, compute, ledger, typed errors, lost event, close ... ok');
+  expect(r.stdout).toContain('devices on dawn: open, compute, ledger, typed errors, lost event, close ... ok');
+  expect(r.stdout).toMatch(/ok \| 2 passed \| 0 failed/);
+}, 120_000);
