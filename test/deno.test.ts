@@ -6,7 +6,8 @@ import { run } from './helpers.ts';
 it('the device layer passes under Deno, on its own navigator.gpu and on Dawn (npm:webgpu)', async () => {
   const r = await run('node_modules/.bin/deno', ['test', '--allow-all', '--no-check', 'test/deno/devices.deno.ts'], {
     timeoutMs: 90_000,
-    env: { NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
+    // SwiftShader for Deno's own wgpu too (else it takes whatever GL or Vulkan driver is around).
+    env: { NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', VK_ICD_FILENAMES: process.env.VK_ICD_FILENAMES ?? '/usr/lib/chromium/vk_swiftshader_icd.json' },
   });
   expect(r.signal, r.stdout + r.stderr).toBeNull();
   expect(r.code, r.stdout + r.stderr).toBe(0);

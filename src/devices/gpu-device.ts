@@ -8,18 +8,9 @@ import {
 import { ByteLedger, type LedgerEntry } from './ledger.ts';
 import type { Capacity, GpuApi, GpuDescription } from './types.ts';
 
-export interface GpuDeviceInit {
-  readonly index: number;
-  readonly adapterName: string;
-  readonly vendor: string;
-  readonly architecture: string;
-  readonly backend: string;
-  readonly api: GpuApi;
-  readonly pciBusId: string | null;
-  readonly fallback: boolean;
-  readonly capacity: Capacity;
-  readonly device: GPUDevice;
-}
+/** What discovery knows about a device when it hands it over. */
+export type GpuDeviceInit = Pick<GpuDevice,
+  'index' | 'adapterName' | 'vendor' | 'architecture' | 'backend' | 'api' | 'pciBusId' | 'fallback' | 'capacity' | 'device'>;
 
 export interface BufferRequest {
   readonly label: string;
