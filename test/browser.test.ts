@@ -5,6 +5,8 @@ import { createServer, type ViteDevServer } from 'vite';
 import type { Browser } from 'playwright-core';
 import { launchChromium } from './browser-launch.ts';
 import { ROOT } from './helpers.ts';
+import { fixturePath } from './fixtures.ts';
+import { openSafetensors } from '../src/formats/safetensors.ts';
 
 async function serve(root: string): Promise<{ server: ViteDevServer; url: string }> {
   const server = await createServer({
@@ -25,13 +27,14 @@ describe('headless Chromium', () => {
     await browser?.close();
   });
 
-  it('opens navigator.gpu adapters without duplicates, computes, keeps the ledger, types errors, reports loss', async () => {
+  it('opens navigator.gpu adapters without duplicates, computes, keeps the ledger, types errors, reports loss; reads weights by HTTP Range', async () => {
     const { server, url } = await serve(`${ROOT}test/browser`);
     try {
       const page = await browser.newPage();
       const errors: string[] = [];
       page.on('pageerror', (e) => errors.push(String(e)));
-      await page.goto(url);
+      const fixture = `/@fs${ROOT}test/fixtures/gpt2-tiny/expected.safetensors`;
+      await page.goto(`${url}?fixture=${encodeURIComponent(fixture)}`);
       await page.waitForFunction(() => (window as unknown as { smokeResult?: unknown }).smokeResult !== undefined, null, { timeout: 60_000 });
       const result = await page.evaluate(() => (window as unknown as { smokeResult: Record<string, unknown> }).smokeResult);
       expect(result.error).toBeUndefined();
@@ -43,6 +46,12 @@ describe('headless Chromium', () => {
       expect(result.check).toMatchObject({ ok: true, maxError: 0 });
       expect(result).toMatchObject({ usedWhileHeld: 1 << 20, usedAfterFree: 0, tooLarge: 'E_BUFFER_TOO_LARGE', lostReason: 'destroyed', closed: true });
       expect((result.cpu as { cores: number }).cores).toBeGreaterThanOrEqual(1);
+      // The browser read the fixture by HTTP Range: the same values as the file handle here.
+      const disk = await openSafetensors(fixturePath('gpt2-tiny', 'expected.safetensors'));
+      const sums: Record<string, number> = {};
+      for (const name of disk.tensors.keys()) sums[name] = (await disk.readF32(name)).reduce((a, b) => a + b, 0);
+      await disk.close();
+      expect(result.fixtureSums).toEqual(sums);
     } finally {
       await server.close();
     }

@@ -15,6 +15,6 @@ export function fixtureFiles(suffix: string): string[] {
   return FIXTURE_FOLDERS.flatMap((folder) => readdirSync(join(FIXTURES, folder)).filter((f) => f.endsWith(suffix)).map((f) => join(folder, f)));
 }
 
-export function fixtureBytes(...parts: string[]): Uint8Array {
+export function fixtureBytes(...parts: string[]): Uint8Array<ArrayBuffer> {
   return new Uint8Array(readFileSync(fixturePath(...parts)));
 }

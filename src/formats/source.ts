@@ -43,11 +43,11 @@ export async function fileSource(path: string): Promise<ByteSource> {
     throw new WeightsFormatError(path, `cannot open: ${(cause as Error).message}`, { cause, hint: 'check the path and its permissions' });
   }
   const size = (await handle.stat()).size;
-  return {
+  const source: ByteSource = {
     name: path,
     size,
     async readInto(offset, target) {
-      checkRange(this, offset, target.length);
+      checkRange(source, offset, target.length);
       let done = 0;
       while (done < target.length) {
         const { bytesRead } = await handle.read(target, done, target.length - done, offset + done);
@@ -59,6 +59,7 @@ export async function fileSource(path: string): Promise<ByteSource> {
       await handle.close();
     },
   };
+  return source;
 }
 
 /** A browser File or Blob, read by slices. */
@@ -84,11 +85,11 @@ export async function httpSource(url: string, fetchImpl: typeof fetch = fetch): 
       hint: 'serve the file from a server that supports HTTP Range, or pick the file locally',
     });
   }
-  return {
+  const source: ByteSource = {
     name: url,
     size: Number(total),
     async readInto(offset, target) {
-      checkRange(this, offset, target.length);
+      checkRange(source, offset, target.length);
       if (target.length === 0) return;
       const response = await fetchImpl(url, { headers: { Range: `bytes=${offset}-${offset + target.length - 1}` } });
       const body = new Uint8Array(await response.arrayBuffer());
@@ -99,4 +100,5 @@ export async function httpSource(url: string, fetchImpl: typeof fetch = fetch): 
     },
     async close() {},
   };
+  return source;
 }

@@ -1,5 +1,15 @@
 // Loaded by test/browser.test.ts in headless Chromium: the device layer on navigator.gpu.
 import { BufferTooLargeError, DeviceLostEvent, openDevices, selfTest } from '../../src/index.ts';
+import { SafetensorsFile } from '../../src/formats/safetensors.ts';
+import { httpSource } from '../../src/formats/source.ts';
+
+/** A fixture read by HTTP Range requests from the dev server: names and a checksum per tensor. */
+async function readFixture(url: string) {
+  const file = await SafetensorsFile.open(await httpSource(url));
+  const sums: Record<string, number> = {};
+  for (const name of file.tensors.keys()) sums[name] = (await file.readF32(name)).reduce((a, b) => a + b, 0);
+  return sums;
+}
 
 async function smoke() {
   const set = await openDevices();
@@ -20,7 +30,9 @@ async function smoke() {
   gpu.device.destroy();
   const event = await lost;
   await set.close();
+  const fixture = new URLSearchParams(location.search).get('fixture');
   return {
+    fixtureSums: fixture ? await readFixture(fixture) : null,
     runtime: set.runtime, gpus: description.gpus, cpu: description.cpu, check,
     usedWhileHeld, usedAfterFree: gpu.ledger.used, tooLarge, lostReason: event.reason, closed: set.closed,
   };
