@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { MultiGpuError, UsageError } from '../errors.ts';
 import { devicesCommand } from './devices.ts';
+import { planCommand } from './plan.ts';
 
 const USAGE = `usage: multigpu <command> [options]
 
@@ -12,6 +13,16 @@ commands:
             --memory LIST       capacities, e.g. gpu:0=24gb,cpu=64gb
             --adapters LIST     Dawn adapters to open, by name or pci:<bus id>, ';'-separated
             --api dawn|navigator
+  plan      where each block of a model goes for an allocation string
+            --model PATH        a model folder, .safetensors, .safetensors.index.json or .gguf
+            --alloc STRING      e.g. "gpu:0,4gb;cpu,*" (empty: simple mode)
+            --compute DEVICE    where stream mode runs (default gpu:0, or cpu)
+            --memory LIST       capacities; also declares devices this machine lacks
+            --reserve SIZE      per-GPU reserve (default min(1 GiB, 10%))
+            --mode stream|pipeline|auto
+            --virtual-vram SIZE --donors LIST   simple mode
+            --embeddings-on-cpu keep embedding tables on cpu
+            --family ID  --variant NAME  --offline  --json
   help      this text
 `;
 
@@ -42,11 +53,47 @@ async function devices(args: string[]): Promise<number> {
   return ok ? 0 : 1;
 }
 
+async function planSubcommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: 'string' },
+      alloc: { type: 'string' },
+      compute: { type: 'string' },
+      memory: { type: 'string' },
+      reserve: { type: 'string' },
+      mode: { type: 'string' },
+      'virtual-vram': { type: 'string' },
+      donors: { type: 'string' },
+      family: { type: 'string' },
+      variant: { type: 'string' },
+      'embeddings-on-cpu': { type: 'boolean', default: false },
+      offline: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.model === undefined) throw new UsageError('plan needs --model <folder|file>');
+  if (values.alloc === undefined && values['virtual-vram'] === undefined) {
+    throw new UsageError('plan needs --alloc "<string>" (or --virtual-vram with an empty --alloc for simple mode)');
+  }
+  const output = await planCommand({
+    model: values.model, alloc: values.alloc ?? '', compute: values.compute, memory: values.memory, reserve: values.reserve,
+    mode: values.mode, virtualVram: values['virtual-vram'], donors: values.donors, family: values.family, variant: values.variant,
+    embeddingsOnCpu: values['embeddings-on-cpu'], offline: values.offline, json: values.json,
+  });
+  process.stdout.write(`${output}\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'devices':
       return devices(rest);
+    case 'plan':
+      return planSubcommand(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -59,7 +106,12 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** Codes of errors about what the user typed, as opposed to what this machine can do. */
-const BAD_INPUT = new Set(['E_USAGE', 'E_BYTE_SIZE', 'E_UNKNOWN_DEVICE']);
+const BAD_INPUT = new Set(['E_USAGE', 'E_BYTE_SIZE', 'E_UNKNOWN_DEVICE', 'E_WEIGHTS_FORMAT', 'E_WEIGHTS_NOT_FOUND',
+  'E_UNKNOWN_MODEL', 'E_UNMAPPED_TENSORS', 'E_PLAN_CAPACITY']);
+
+function isBadInput(error: MultiGpuError): boolean {
+  return BAD_INPUT.has(error.code) || error.code.startsWith('E_ALLOC_');
+}
 
 /** One paragraph, no stack trace (MULTIGPU_DEBUG=1 adds it): 2 for bad input, 1 for the rest. */
 function report(error: unknown): number {
@@ -68,7 +120,7 @@ function report(error: unknown): number {
   const message = known ? (error as Error).message : `unexpected error: ${(error as Error)?.stack ?? String(error)}`;
   process.stderr.write(`multigpu: ${message}\n`);
   if (known && process.env.MULTIGPU_DEBUG) process.stderr.write(`${(error as Error).stack}\n`);
-  return parseArgsError || (error instanceof MultiGpuError && BAD_INPUT.has(error.code)) ? 2 : 1;
+  return parseArgsError || (error instanceof MultiGpuError && isBadInput(error)) ? 2 : 1;
 }
 
 main(process.argv.slice(2)).then((code) => {
