@@ -1,7 +1,7 @@
 import type { ByteAllocator } from './allocator.ts';
 import { GgufFile } from './gguf/index.ts';
 import type { ByteSource } from './source.ts';
-import { WeightSet, type WeightTensor } from './weights.ts';
+import { tensorsOf, WeightSet } from './weights.ts';
 
 /**
  * A GGUF file as a WeightSet: tensors keep the file's own names (llama.cpp's `blk.N.*`) and
@@ -18,18 +18,7 @@ export async function openGgufWeights(source: ByteSource, options: {
     await source.close();
     throw error;
   }
-  const tensors = new Map<string, WeightTensor>();
-  for (const info of file.tensors.values()) {
-    tensors.set(info.name, {
-      name: info.name,
-      dtype: info.typeName,
-      shape: info.shape,
-      byteLength: info.byteLength,
-      file: file.name,
-      readRaw: () => file.readRaw(info.name),
-      readF32: () => file.readF32(info.name),
-    });
-  }
+  const tensors = tensorsOf(file, [...file.tensors.values()].map((info) => ({ ...info, dtype: info.typeName })));
   return new WeightSet({
     name: file.name, format: 'gguf', tensors, config: options.config ?? null,
     metadata: file.metadata, close: () => file.close(),

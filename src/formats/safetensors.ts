@@ -56,6 +56,11 @@ export class SafetensorsFile {
     return bytes;
   }
 
+  /** The same as read(): the name every weights file shares (see TensorFile). */
+  readRaw(name: string): Promise<Uint8Array> {
+    return this.read(name);
+  }
+
   async readF32(name: string): Promise<Float32Array> {
     return toFloat32(this.tensor(name).dtype, await this.read(name));
   }

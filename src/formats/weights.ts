@@ -88,20 +88,33 @@ export class WeightSet {
   }
 }
 
-export function safetensorsTensors(file: SafetensorsFile): Map<string, WeightTensor> {
+/** What a weights file offers per tensor: raw bytes and f32, by name. */
+export interface TensorFile {
+  readonly name: string;
+  readRaw(tensor: string): Promise<Uint8Array>;
+  readF32(tensor: string): Promise<Float32Array>;
+}
+
+/** The WeightTensors of one file, from its header's entries. */
+export function tensorsOf(file: TensorFile,
+  infos: Iterable<{ readonly name: string; readonly shape: readonly number[]; readonly byteLength: number; readonly dtype: string }>): Map<string, WeightTensor> {
   const tensors = new Map<string, WeightTensor>();
-  for (const info of file.tensors.values()) {
+  for (const info of infos) {
     tensors.set(info.name, {
       name: info.name,
       dtype: info.dtype,
       shape: info.shape,
       byteLength: info.byteLength,
       file: file.name,
-      readRaw: () => file.read(info.name),
+      readRaw: () => file.readRaw(info.name),
       readF32: () => file.readF32(info.name),
     });
   }
   return tensors;
+}
+
+export function safetensorsTensors(file: SafetensorsFile): Map<string, WeightTensor> {
+  return tensorsOf(file, file.tensors.values());
 }
 
 export function fromSafetensors(file: SafetensorsFile, config: Readonly<Record<string, unknown>> | null = null): WeightSet {

@@ -128,3 +128,10 @@ export const fixed = (pattern: RegExp, block: string, kind: BlockKind, order: re
 
 export const indexed = (pattern: RegExp, prefix: string, kind: BlockKind, stage: number): BlockRule =>
   ({ pattern, kind, block: (m) => `${prefix}.${m[1]}`, order: (m) => [stage, Number(m[1])] });
+
+/** The general form, for names with several indices (UNet and VAE levels). */
+export const rule = (pattern: RegExp, kind: BlockKind, block: BlockRule['block'], order: BlockRule['order']): BlockRule =>
+  ({ pattern, kind, block, order });
+
+/** A captured index as a number, for order keys. */
+export const num = (s: string | undefined): number => Number(s);

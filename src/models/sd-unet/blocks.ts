@@ -1,8 +1,4 @@
-import type { BlockRule, ModelFamily } from '../blocks.ts';
-
-const rule = (pattern: RegExp, kind: BlockRule['kind'], block: BlockRule['block'], order: BlockRule['order']): BlockRule =>
-  ({ pattern, kind, block, order });
-const n = (s: string | undefined) => Number(s);
+import { num as n, rule, type ModelFamily } from '../blocks.ts';
 
 /**
  * The Stable Diffusion UNet (SD1/SD2/SDXL): time (and SDXL's class) embedding, conv_in, down

@@ -1,8 +1,4 @@
-import type { BlockRule, ModelFamily } from '../blocks.ts';
-
-const rule = (pattern: RegExp, kind: BlockRule['kind'], block: BlockRule['block'], order: BlockRule['order']): BlockRule =>
-  ({ pattern, kind, block, order });
-const n = (s: string | undefined) => Number(s);
+import { num as n, rule, type ModelFamily } from '../blocks.ts';
 
 /**
  * The Stable Diffusion / FLUX autoencoder: encoder (conv_in, down levels of resblocks and a
