@@ -6,6 +6,8 @@
 set -euo pipefail
 missing=()
 [ -e /usr/lib/x86_64-linux-gnu/libvulkan.so.1 ] || ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' || missing+=(libvulkan1)
+# lavapipe (Mesa): the Vulkan driver Deno's own WebGPU uses in the f16 kernel tests (it has shader-f16)
+[ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || missing+=(mesa-vulkan-drivers)
 { [ -x /usr/bin/chromium ] && [ -e /usr/lib/chromium/vk_swiftshader_icd.json ]; } || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

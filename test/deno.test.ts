@@ -1,18 +1,37 @@
-// Runs the Deno suite (test/deno/*.deno.ts) with the npm package's deno binary, so the Deno
-// runtime is exercised by the same test command as everything else.
+// Runs the Deno suites (test/deno/*.deno.ts) with the npm package's deno binary, so the Deno
+// runtime is exercised by the same test command as everything else: the device layer and
+// formats on SwiftShader, and the f16 kernel suites (*-f16.deno.ts) on lavapipe, whose
+// Vulkan driver gives Deno's own WebGPU shader-f16.
+import { readdirSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { run } from './helpers.ts';
 
-it('the device layer (on Deno\'s navigator.gpu and on Dawn through npm:webgpu) and the formats pass under Deno', async () => {
-  const r = await run('node_modules/.bin/deno', ['test', '--allow-all', '--no-check', 'test/deno/devices.deno.ts', 'test/deno/formats.deno.ts'], {
-    timeoutMs: 90_000,
-    // SwiftShader for Deno's own wgpu too (else it takes whatever GL or Vulkan driver is around).
-    env: { NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', VK_ICD_FILENAMES: process.env.VK_ICD_FILENAMES ?? '/usr/lib/chromium/vk_swiftshader_icd.json' },
+const SUITES = readdirSync(new URL('./deno/', import.meta.url)).filter((f) => f.endsWith('.deno.ts')).sort();
+const F16 = SUITES.filter((f) => f.includes('-f16'));
+const OTHERS = SUITES.filter((f) => !F16.includes(f));
+const ICD = {
+  swiftshader: '/usr/lib/chromium/vk_swiftshader_icd.json',
+  lavapipe: '/usr/share/vulkan/icd.d/lvp_icd.x86_64.json',
+};
+
+async function denoTest(files: readonly string[], icd: string) {
+  const r = await run('node_modules/.bin/deno', ['test', '--allow-all', '--no-check', ...files.map((f) => `test/deno/${f}`)], {
+    timeoutMs: 170_000,
+    env: { NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', VK_ICD_FILENAMES: icd },
   });
   expect(r.signal, r.stdout + r.stderr).toBeNull();
   expect(r.code, r.stdout + r.stderr).toBe(0);
-  expect(r.stdout).toContain('devices on navigator: open, compute, ledger, typed errors, lost event, close ... ok');
-  expect(r.stdout).toContain('devices on dawn: open, compute, ledger, typed errors, lost event, close ... ok');
-  expect(r.stdout).toContain('safetensors under Deno: a model folder reads, and writes back bit for bit ... ok');
-  expect(r.stdout).toMatch(/ok \| 3 passed \| 0 failed/);
-}, 120_000);
+  expect(r.stdout).toMatch(/ok \| \d+ passed \| 0 failed/);
+  return r.stdout;
+}
+
+it('the device layer (Deno\'s navigator.gpu and Dawn through npm:webgpu) and the formats pass under Deno', async () => {
+  const out = await denoTest(OTHERS, ICD.swiftshader);
+  expect(out).toContain('devices on navigator: open, compute, ledger, typed errors, lost event, close ... ok');
+  expect(out).toContain('devices on dawn: open, compute, ledger, typed errors, lost event, close ... ok');
+  expect(out).toContain('safetensors under Deno: a model folder reads, and writes back bit for bit ... ok');
+}, 180_000);
+
+it.runIf(F16.length > 0)('the f16 kernel variants pass under Deno\'s own WebGPU on lavapipe (shader-f16)', async () => {
+  await denoTest(F16, ICD.lavapipe);
+}, 180_000);
