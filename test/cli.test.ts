@@ -9,8 +9,8 @@ describe('multigpu devices', () => {
     expect(r.signal).toBeNull();
     expect(r.code).toBe(0);
     const lines = r.stdout.split('\n');
-    expect(lines[0]).toMatch(/^device\s+adapter\s+vendor\s+api\/backend\s+pci\s+capacity\s+source\s+maxBufferSize\s+maxStorageBinding\s+shader-f16\s+subgroups\s+timestamp-query$/);
-    expect(lines.find((l) => l.startsWith('gpu:0'))).toMatch(new RegExp(`^gpu:0\\s+${SWIFTSHADER.replace(/[()]/g, '\\$&')}\\s+google\\s+dawn/vulkan\\s+-\\s+4\\.00 GiB\\s+default\\s+1\\.00 GiB\\s+1\\.00 GiB\\s+no\\s+yes\\s+yes$`));
+    expect(lines[0]).toMatch(/^device\s+adapter\s+vendor\s+api\/backend\s+pci\s+capacity\s+source\s+maxBufferSize\s+maxStorageBinding\s+shader-f16\s+subgroups\s+timestamp-query\s+kernel path$/);
+    expect(lines.find((l) => l.startsWith('gpu:0'))).toMatch(new RegExp(`^gpu:0\\s+${SWIFTSHADER.replace(/[()]/g, '\\$&')}\\s+google\\s+dawn/vulkan\\s+-\\s+4\\.00 GiB\\s+default\\s+1\\.00 GiB\\s+1\\.00 GiB\\s+no\\s+yes\\s+yes\\s+f32$`));
     expect(lines.find((l) => l.startsWith('cpu'))).toMatch(/^cpu\s+\d+\s+(yes|no)\s+(yes|no)\s+[\d.]+ GiB\s+os$/);
   });
 
@@ -24,6 +24,7 @@ describe('multigpu devices', () => {
       index: 0, name: 'gpu:0', adapter: SWIFTSHADER, vendor: 'google', backend: 'vulkan', api: 'dawn', pciBusId: null,
       capacity: { bytes: 24 * 1024 ** 3, source: 'user' }, maxBufferSize: 1024 ** 3, maxStorageBufferBindingSize: 1024 ** 3,
       features: { shaderF16: false, subgroups: true, timestampQuery: true, subgroupMatrix: false },
+      kernelPath: 'f32',
       selfTest: { device: 'gpu:0', ok: true, maxError: 0 },
     });
     expect(out.gpus[1]).toMatchObject({ name: 'gpu:1', capacity: { source: 'default' }, selfTest: { ok: true } });
