@@ -38,6 +38,8 @@ describe('multigpu devices', () => {
     [['devices', '--api', 'metal'], '--api must be one of auto, dawn, navigator (got "metal")'],
     [['devices', '--frobnicate'], "Unknown option '--frobnicate'"],
     [['frobnicate'], 'unknown command "frobnicate"'],
+    [['bench'], 'bench needs one of: matmul, gemv, attention, cpu-matmul'],
+    [['bench', 'fastest'], 'bench needs one of: matmul, gemv, attention, cpu-matmul (got "fastest")'],
   ])('bad input %j: exit code 2 and a one-paragraph message, no stack trace', async (args, message) => {
     const r = await cli(args);
     expect(r.code).toBe(2);

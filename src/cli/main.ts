@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { MultiGpuError, UsageError } from '../errors.ts';
 import { devicesCommand } from './devices.ts';
 import { planCommand } from './plan.ts';
+import { benchCommand, BENCHMARKS } from './bench.ts';
 
 const USAGE = `usage: multigpu <command> [options]
 
@@ -23,6 +24,9 @@ commands:
             --virtual-vram SIZE --donors LIST   simple mode
             --embeddings-on-cpu keep embedding tables on cpu
             --family ID  --variant NAME  --offline  --json
+  bench     run a benchmark (checked against its baseline first) and print ours / baseline / ratio
+            NAME                ${Object.keys(BENCHMARKS).join(' | ')}
+            --out FILE          also write the results JSON there
   help      this text
 `;
 
@@ -87,6 +91,12 @@ async function planSubcommand(args: string[]): Promise<number> {
   return 0;
 }
 
+async function benchSubcommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, options: { out: { type: 'string' } }, strict: true, allowPositionals: true });
+  process.stdout.write(`${await benchCommand(positionals[0], values.out)}\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -94,6 +104,8 @@ async function main(argv: string[]): Promise<number> {
       return devices(rest);
     case 'plan':
       return planSubcommand(rest);
+    case 'bench':
+      return benchSubcommand(rest);
     case undefined:
     case 'help':
     case '--help':
