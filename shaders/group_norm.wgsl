@@ -1,0 +1,138 @@
+// GroupNorm (SD VAE and UNet): x is [N, C, S] (S = H*W, NCHW), C split into G groups of C/G
+// channels; each (n, g) is one contiguous run of C/G*S values, normalized by its own mean and
+// biased variance (second pass around the mean), then out = y * gamma[c] + beta[c], and with
+// SILU out = out * sigmoid(out) (a ResnetBlock2D's norm then nonlinearity, fused).
+// One workgroup per (n, g); sums in f32.
+// Defines: F16 (bool), HAS_WEIGHT, HAS_BIAS (bool), W_F16 / W_BF16, B_F16 / B_BF16 (bool),
+// SILU (bool), SUBGROUPS (bool), WORKGROUP_SIZE (u32, a power of two).
+#if ${F16}
+enable f16;
+#endif
+#if ${SUBGROUPS}
+enable subgroups;
+#endif
+#if ${F16}
+alias T = f16;
+#else
+alias T = f32;
+#endif
+
+struct Params {
+  batch: u32,
+  channels: u32,
+  spatial: u32,
+  groups: u32,
+  eps: f32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+var<workgroup> scratch: array<f32, ${WORKGROUP_SIZE}>;
+
+// The sum of v over the workgroup, returned to every invocation.
+fn reduce_sum(v: f32, lid: u32, sgid: u32, nsg: u32) -> f32 {
+#if ${SUBGROUPS}
+  let s = subgroupAdd(v);
+  if (subgroupElect()) {
+    scratch[sgid] = s;
+  }
+  workgroupBarrier();
+  var total = 0.0;
+  for (var i = 0u; i < nsg; i++) {
+    total += scratch[i];
+  }
+  workgroupBarrier();
+  return total;
+#else
+  scratch[lid] = v;
+  workgroupBarrier();
+  for (var stride = ${WORKGROUP_SIZE}u / 2u; stride > 0u; stride = stride / 2u) {
+    if (lid < stride) {
+      scratch[lid] += scratch[lid + stride];
+    }
+    workgroupBarrier();
+  }
+  let total = scratch[0];
+  workgroupBarrier();
+  return total;
+#endif
+}
+
+fn load_w(i: u32) -> f32 {
+#if ${W_F16}
+  let pair = unpack2x16float(w[i >> 1u]);
+  return select(pair.x, pair.y, (i & 1u) == 1u);
+#elif ${W_BF16}
+  let word = w[i >> 1u];
+  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+#else
+  return bitcast<f32>(w[i]);
+#endif
+}
+
+fn load_b(i: u32) -> f32 {
+#if ${B_F16}
+  let pair = unpack2x16float(b[i >> 1u]);
+  return select(pair.x, pair.y, (i & 1u) == 1u);
+#elif ${B_BF16}
+  let word = b[i >> 1u];
+  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+#else
+  return bitcast<f32>(b[i]);
+#endif
+}
+
+@compute @workgroup_size(${WORKGROUP_SIZE})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+#if ${SUBGROUPS}
+  @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32,
+#endif
+) {
+#if ${SUBGROUPS}
+#else
+  let sgid = 0u;
+  let nsg = 0u;
+#endif
+  _ = arrayLength(&w);
+  _ = arrayLength(&b);
+  let index = wg.x + wg.y * groups.x;
+  if (index >= params.batch * params.groups) {
+    return;
+  }
+  let g = index % params.groups;
+  let per_group = params.channels / params.groups;
+  let count = per_group * params.spatial;
+  // Groups are contiguous in NCHW: (n, g) starts at (n * C + g * C/G) * S = index * count.
+  let base = index * count;
+  var sum = 0.0;
+  for (var i = lid; i < count; i += ${WORKGROUP_SIZE}u) {
+    sum += f32(x[base + i]);
+  }
+  let mean = reduce_sum(sum, lid, sgid, nsg) / f32(count);
+  var sq = 0.0;
+  for (var i = lid; i < count; i += ${WORKGROUP_SIZE}u) {
+    let d = f32(x[base + i]) - mean;
+    sq += d * d;
+  }
+  let r = inverseSqrt(reduce_sum(sq, lid, sgid, nsg) / f32(count) + params.eps);
+  for (var i = lid; i < count; i += ${WORKGROUP_SIZE}u) {
+    let c = g * per_group + i / params.spatial;
+    var y = (f32(x[base + i]) - mean) * r;
+#if ${HAS_WEIGHT}
+    y = y * load_w(c);
+#endif
+#if ${HAS_BIAS}
+    y = y + load_b(c);
+#endif
+#if ${SILU}
+    // sigmoid, exactly 0 below -80 so that a huge negative y gives 0, not y * 1.8e-35.
+    y = y * select(1.0 / (1.0 + exp(-clamp(y, -80.0, 80.0))), 0.0, y < -80.0);
+#endif
+    out[base + i] = T(y);
+  }
+}

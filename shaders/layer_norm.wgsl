@@ -1,0 +1,143 @@
+// LayerNorm (GPT-2, CLIP, FLUX): out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * weight + bias,
+// the biased variance as PyTorch computes it, from a second pass around the mean. Weight and bias
+// are optional (FLUX's norms have neither). MODULATE fuses AdaLN after it:
+// out = norm * (1 + scale[batch, :]) + shift[batch, :], batch = r / rows_per_batch, the two
+// vectors read at offsets and a row stride inside (possibly one and the same) modulation tensor.
+// One workgroup per row; sums in f32.
+// Defines: F16 (bool), HAS_WEIGHT, HAS_BIAS (bool), W_F16 / W_BF16 and B_F16 / B_BF16 (bool: the
+// stored forms of weight and bias, f32 otherwise), MODULATE (bool), SUBGROUPS (bool),
+// WORKGROUP_SIZE (u32, a power of two).
+#if ${F16}
+enable f16;
+#endif
+#if ${SUBGROUPS}
+enable subgroups;
+#endif
+#if ${F16}
+alias T = f16;
+#else
+alias T = f32;
+#endif
+
+struct Params {
+  rows: u32,
+  cols: u32,
+  eps: f32,
+  rows_per_batch: u32,
+  shift_offset: u32,
+  scale_offset: u32,
+  shift_stride: u32,
+  scale_stride: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(3) var<storage, read> shift: array<T>;
+@group(0) @binding(4) var<storage, read> scale: array<T>;
+@group(0) @binding(5) var<storage, read_write> out: array<T>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+var<workgroup> scratch: array<f32, ${WORKGROUP_SIZE}>;
+
+// The sum of v over the workgroup, returned to every invocation.
+fn reduce_sum(v: f32, lid: u32, sgid: u32, nsg: u32) -> f32 {
+#if ${SUBGROUPS}
+  let s = subgroupAdd(v);
+  if (subgroupElect()) {
+    scratch[sgid] = s;
+  }
+  workgroupBarrier();
+  var total = 0.0;
+  for (var i = 0u; i < nsg; i++) {
+    total += scratch[i];
+  }
+  workgroupBarrier();
+  return total;
+#else
+  scratch[lid] = v;
+  workgroupBarrier();
+  for (var stride = ${WORKGROUP_SIZE}u / 2u; stride > 0u; stride = stride / 2u) {
+    if (lid < stride) {
+      scratch[lid] += scratch[lid + stride];
+    }
+    workgroupBarrier();
+  }
+  let total = scratch[0];
+  workgroupBarrier();
+  return total;
+#endif
+}
+
+fn load_w(i: u32) -> f32 {
+#if ${W_F16}
+  let pair = unpack2x16float(w[i >> 1u]);
+  return select(pair.x, pair.y, (i & 1u) == 1u);
+#elif ${W_BF16}
+  let word = w[i >> 1u];
+  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+#else
+  return bitcast<f32>(w[i]);
+#endif
+}
+
+fn load_b(i: u32) -> f32 {
+#if ${B_F16}
+  let pair = unpack2x16float(b[i >> 1u]);
+  return select(pair.x, pair.y, (i & 1u) == 1u);
+#elif ${B_BF16}
+  let word = b[i >> 1u];
+  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+#else
+  return bitcast<f32>(b[i]);
+#endif
+}
+
+@compute @workgroup_size(${WORKGROUP_SIZE})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+#if ${SUBGROUPS}
+  @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32,
+#endif
+) {
+#if ${SUBGROUPS}
+#else
+  let sgid = 0u;
+  let nsg = 0u;
+#endif
+  _ = arrayLength(&w);
+  _ = arrayLength(&b);
+  _ = arrayLength(&shift);
+  _ = arrayLength(&scale);
+  let row = wg.x + wg.y * groups.x;
+  if (row >= params.rows) {
+    return;
+  }
+  let cols = params.cols;
+  let base = row * cols;
+  var sum = 0.0;
+  for (var c = lid; c < cols; c += ${WORKGROUP_SIZE}u) {
+    sum += f32(x[base + c]);
+  }
+  let mean = reduce_sum(sum, lid, sgid, nsg) / f32(cols);
+  var sq = 0.0;
+  for (var c = lid; c < cols; c += ${WORKGROUP_SIZE}u) {
+    let d = f32(x[base + c]) - mean;
+    sq += d * d;
+  }
+  let r = inverseSqrt(reduce_sum(sq, lid, sgid, nsg) / f32(cols) + params.eps);
+  let batch = row / params.rows_per_batch;
+  for (var c = lid; c < cols; c += ${WORKGROUP_SIZE}u) {
+    var y = (f32(x[base + c]) - mean) * r;
+#if ${HAS_WEIGHT}
+    y = y * load_w(c);
+#endif
+#if ${HAS_BIAS}
+    y = y + load_b(c);
+#endif
+#if ${MODULATE}
+    y = y * (1.0 + f32(scale[batch * params.scale_stride + params.scale_offset + c])) + f32(shift[batch * params.shift_stride + params.shift_offset + c]);
+#endif
+    out[base + c] = T(y);
+  }
+}

@@ -1,0 +1,106 @@
+// RMSNorm (Llama, T5): out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight. No mean
+// subtraction, no bias. One workgroup per row; sums in f32 whatever the storage.
+// Defines: F16 (bool: f16 activations), HAS_WEIGHT (bool), W_F16 / W_BF16 (bool: the weight's
+// stored form, f32 otherwise), SUBGROUPS (bool: subgroupAdd, else a tree in workgroup memory),
+// WORKGROUP_SIZE (u32, a power of two).
+#if ${F16}
+enable f16;
+#endif
+#if ${SUBGROUPS}
+enable subgroups;
+#endif
+#if ${F16}
+alias T = f16;
+#else
+alias T = f32;
+#endif
+
+struct Params {
+  rows: u32,
+  cols: u32,
+  eps: f32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<T>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+var<workgroup> scratch: array<f32, ${WORKGROUP_SIZE}>;
+
+// The sum of v over the workgroup, returned to every invocation.
+fn reduce_sum(v: f32, lid: u32, sgid: u32, nsg: u32) -> f32 {
+#if ${SUBGROUPS}
+  let s = subgroupAdd(v);
+  if (subgroupElect()) {
+    scratch[sgid] = s;
+  }
+  workgroupBarrier();
+  var total = 0.0;
+  for (var i = 0u; i < nsg; i++) {
+    total += scratch[i];
+  }
+  workgroupBarrier();
+  return total;
+#else
+  scratch[lid] = v;
+  workgroupBarrier();
+  for (var stride = ${WORKGROUP_SIZE}u / 2u; stride > 0u; stride = stride / 2u) {
+    if (lid < stride) {
+      scratch[lid] += scratch[lid + stride];
+    }
+    workgroupBarrier();
+  }
+  let total = scratch[0];
+  workgroupBarrier();
+  return total;
+#endif
+}
+
+fn load_w(i: u32) -> f32 {
+#if ${W_F16}
+  let pair = unpack2x16float(w[i >> 1u]);
+  return select(pair.x, pair.y, (i & 1u) == 1u);
+#elif ${W_BF16}
+  let word = w[i >> 1u];
+  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+#else
+  return bitcast<f32>(w[i]);
+#endif
+}
+
+@compute @workgroup_size(${WORKGROUP_SIZE})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u,
+  @builtin(local_invocation_index) lid: u32,
+#if ${SUBGROUPS}
+  @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32,
+#endif
+) {
+#if ${SUBGROUPS}
+#else
+  let sgid = 0u;
+  let nsg = 0u;
+#endif
+  _ = arrayLength(&w);
+  // Two-dimensional grid past 65535 rows: rebuild the row index; the whole workgroup leaves together.
+  let row = wg.x + wg.y * groups.x;
+  if (row >= params.rows) {
+    return;
+  }
+  let cols = params.cols;
+  let base = row * cols;
+  var sum = 0.0;
+  for (var c = lid; c < cols; c += ${WORKGROUP_SIZE}u) {
+    let v = f32(x[base + c]);
+    sum += v * v;
+  }
+  let total = reduce_sum(sum, lid, sgid, nsg);
+  let r = inverseSqrt(total / f32(cols) + params.eps);
+  for (var c = lid; c < cols; c += ${WORKGROUP_SIZE}u) {
+    var y = f32(x[base + c]) * r;
+#if ${HAS_WEIGHT}
+    y = y * load_w(c);
+#endif
+    out[base + c] = T(y);
+  }
+}
