@@ -11,7 +11,7 @@ export { GpuTensor, uploadTensor, emptyTensor, downloadF32, downloadBytes, GPU_D
 export { kernelLimits, overrideKernelLimits, bindingChunks, type KernelLimits } from './kernels/limits.ts';
 export { bestPath, pathSupport, type KernelPath } from './kernels/paths.ts';
 export { OPS, opSpec, opsMarkdown } from './kernels/registry.ts';
-export { add } from './kernels/ops/add.ts';
+export * as ops from './kernels/ops/index.ts';
 export { kernelSource, preprocessWgsl, ShaderDefineError, type ShaderName, type ShaderDefines } from './kernels/shaders.ts';
 export * from './allocation/errors.ts';
 export { parseAllocation, parseDonors, type ParsedAllocation, type AllocationEntry, type AllocationAmount } from './allocation/grammar.ts';

@@ -10,7 +10,7 @@ import type { Capacity, GpuApi, GpuDescription } from './types.ts';
 
 /** What discovery knows about a device when it hands it over. */
 export type GpuDeviceInit = Pick<GpuDevice,
-  'index' | 'adapterName' | 'vendor' | 'architecture' | 'backend' | 'api' | 'pciBusId' | 'fallback' | 'capacity' | 'device'>;
+  'index' | 'adapterName' | 'vendor' | 'architecture' | 'backend' | 'api' | 'pciBusId' | 'fallback' | 'capacity' | 'device' | 'adapterInfo'>;
 
 export interface BufferRequest {
   readonly label: string;
@@ -64,6 +64,8 @@ export class GpuDevice {
   readonly fallback: boolean;
   readonly capacity: Capacity;
   readonly device: GPUDevice;
+  /** The adapter's own info: Dawn lists subgroup-matrix configurations there, not on the device. */
+  readonly adapterInfo: GPUAdapterInfo;
   readonly ledger = new ByteLedger();
   #lost: LostInfo | null = null;
   readonly #lostListeners = new Set<(info: LostInfo) => void>();
@@ -80,6 +82,7 @@ export class GpuDevice {
     this.fallback = init.fallback;
     this.capacity = init.capacity;
     this.device = init.device;
+    this.adapterInfo = init.adapterInfo;
     void this.device.lost.then((info) => {
       this.#lost = { reason: info.reason, message: info.message };
       this.ledger.releaseAll();

@@ -183,6 +183,7 @@ async function openGpu(opened: OpenedAdapter, index: number, api: GpuApi, overri
     fallback: isSoftwareAdapter(info),
     capacity: gpuCapacity(name, overrides, opened.pci),
     device,
+    adapterInfo: info,
   });
 }
 

@@ -1,5 +1,5 @@
 // f16 activations under Deno's own WebGPU on lavapipe (shader-f16): the add kernel's F16 variant.
-import { add, downloadF32, emptyTensor, KernelRecorder, openDevices, uploadTensor } from '../../deno/mod.ts';
+import { downloadF32, emptyTensor, KernelRecorder, openDevices, ops, uploadTensor } from '../../deno/mod.ts';
 import { fromFloat32, toFloat32 } from '../../src/formats/dtypes.ts';
 
 Deno.test('add, f16 variant: exact on values representable in f16', async () => {
@@ -14,7 +14,7 @@ Deno.test('add, f16 variant: exact on values representable in f16', async () => 
     const tb = await uploadTensor(gpu, fromFloat32('F16', b), [n], 'f16');
     const out = await emptyTensor(gpu, [n], 'f16');
     const rec = new KernelRecorder(gpu);
-    await add(rec, ta, tb, out);
+    await ops.add(rec, ta, tb, out);
     await rec.submit();
     const got = await downloadF32(out);
     for (let i = 0; i < n; i++) {
