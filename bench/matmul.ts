@@ -15,7 +15,9 @@ import { parseArgs } from 'node:util';
 import { fromFloat32, toFloat32 } from '../src/formats/dtypes.ts';
 import { openDevices, type GpuDevice } from '../src/index.ts';
 import { dispatchGrid } from '../src/kernels/grid.ts';
-import { linear, subgroupMatrixReady, type LinearInfo, type LinearOptions } from '../src/kernels/ops/matmul.ts';
+import {
+  linear, packForSubgroupMatrix, SGMAT_PACKED_TILES, subgroupMatrixReady, type LinearInfo, type LinearOptions, type SgmatPackedTile, type SgmatPackedWeight,
+} from '../src/kernels/ops/matmul.ts';
 import type { LinearWeightDtype } from '../src/kernels/ops/matmul-wgsl.ts';
 import { KernelRecorder, type Binding } from '../src/kernels/recorder.ts';
 import { dequantizeWeight, linearReference } from '../src/kernels/reference/matmul.ts';
@@ -44,6 +46,8 @@ export interface BenchOptions {
   readonly baseline?: boolean;
   /** Small shapes, for a smoke run on SwiftShader. */
   readonly quick?: boolean;
+  /** Only the subgroup-matrix checks and rows (and PyTorch), while iterating on that kernel. */
+  readonly sgmatOnly?: boolean;
   /** Logs progress (default console.log). */
   readonly log?: (line: string) => void;
 }
@@ -237,17 +241,26 @@ export async function checkCase(c: LinearCase, samples: number, tolerance: numbe
   return { worst, ok, relative };
 }
 
-export async function runLinear(gpu: GpuDevice, c: LinearCase, options: LinearOptions): Promise<LinearInfo> {
+/** `w` replaces the case's weight (packed weights). */
+export async function runLinear(gpu: GpuDevice, c: LinearCase, options: LinearOptions, w: GpuTensor = c.tw): Promise<LinearInfo> {
   const rec = new KernelRecorder(gpu);
-  const info = await linear(rec, c.tx, c.tw, null, c.out, options);
+  const info = await linear(rec, c.tx, w, null, c.out, options);
   await rec.submit();
   return info;
 }
 
-export async function captureLinear(gpu: GpuDevice, c: LinearCase, options: LinearOptions): Promise<{ replay: Replay; info: LinearInfo }> {
+export async function captureLinear(gpu: GpuDevice, c: LinearCase, options: LinearOptions, w: GpuTensor = c.tw): Promise<{ replay: Replay; info: LinearInfo }> {
   const rec = new CapturingRecorder(gpu);
-  const info = await linear(rec, c.tx, c.tw, null, c.out, options);
+  const info = await linear(rec, c.tx, w, null, c.out, options);
   return { replay: prepareReplay(gpu, rec.captured), info };
+}
+
+/** The case's weight packed once for the packed subgroup-matrix kernel (as at load time: not timed). */
+export async function packCase(gpu: GpuDevice, c: LinearCase): Promise<SgmatPackedWeight> {
+  const rec = new KernelRecorder(gpu);
+  const packed = await packForSubgroupMatrix(rec, c.tw);
+  await rec.submit();
+  return packed;
 }
 
 // ---- PyTorch ------------------------------------------------------------------------------
@@ -291,6 +304,8 @@ interface Variant {
   /** Operands rounded to f16 by the kernel. */
   readonly f16Operands: boolean;
   readonly baselineKey: string;
+  /** Weights packed once (packForSubgroupMatrix) before timing; the activations' packing is timed. */
+  readonly packed?: boolean;
 }
 
 export async function run(options: BenchOptions = {}): Promise<BenchResult> {
@@ -310,8 +325,9 @@ export async function run(options: BenchOptions = {}): Promise<BenchResult> {
     const f16 = gpu.hasFeature('shader-f16');
 
     // 1. Correctness on the GPU of every path this machine has, before any timing.
-    const checkShapes: Array<[number, number, number, LinearWeightDtype, 'f32' | 'f16', LinearOptions, boolean]> = [];
-    if (f16) {
+    const checkShapes: Array<[number, number, number, LinearWeightDtype, 'f32' | 'f16', LinearOptions, boolean, boolean?]> = [];
+    const sgmatOnly = options.sgmatOnly ?? false;
+    if (f16 && !sgmatOnly) {
       checkShapes.push([77, 91, 200, 'bf16', 'f16', { path: 'f16' }, false], [1, 300, 512, 'q4_k', 'f16', { path: 'f16' }, false]);
     }
     if (sgmat) {
@@ -324,15 +340,27 @@ export async function run(options: BenchOptions = {}): Promise<BenchResult> {
       ] as Array<[number, number, number, LinearWeightDtype, 'f32' | 'f16', LinearOptions]>) {
         checkShapes.push([m, n, k, wd, act, { ...opt, path: 'subgroup-matrix' }, true]);
       }
+      // Packed weights: every tile on an odd shape, then odd K, other weight and activation dtypes.
+      for (const tile of Object.keys(SGMAT_PACKED_TILES) as SgmatPackedTile[]) {
+        checkShapes.push([77, 91, 200, 'f16', 'f16', { path: 'subgroup-matrix', sgmatPackedTile: tile }, true, true]);
+      }
+      for (const [m, n, k, wd, act, opt] of [
+        [144, 272, 160, 'f16', 'f16', {}], [130, 270, 96, 'bf16', 'f32', {}], [33, 300, 37, 'f32', 'f32', { sgmatPackedTile: '64x128-w4' }],
+        [256, 256, 512, 'f16', 'f16', { sgmatPackedTile: '128x128' }], [300, 520, 1000, 'f16', 'f16', { sgmatPackedTile: '256x128' }],
+      ] as Array<[number, number, number, LinearWeightDtype, 'f32' | 'f16', LinearOptions]>) {
+        checkShapes.push([m, n, k, wd, act, { ...opt, path: 'subgroup-matrix' }, true, true]);
+      }
     }
-    checkShapes.push([67, 45, 256, 'q6_k', 'f32', { path: 'f32' }, false]);
+    if (!sgmatOnly) checkShapes.push([67, 45, 256, 'q6_k', 'f32', { path: 'f32' }, false]);
     let seed = 100;
-    for (const [m, n, k, wd, act, opt, f16Operands] of checkShapes) {
+    for (const [m, n, k, wd, act, opt, f16Operands, packed] of checkShapes) {
       const c = await makeCase(gpu, m, n, k, wd, act, seed++);
+      let pw: SgmatPackedWeight | null = null;
       try {
         let ran: LinearInfo;
         try {
-          ran = await runLinear(gpu, c, opt);
+          if (packed) pw = await packCase(gpu, c);
+          ran = await runLinear(gpu, c, opt, pw ?? c.tw);
         } catch (error) {
           const line = `FAIL ${JSON.stringify(opt)} ${wd} x ${act} m=${m} n=${n} k=${k}: ${String((error as Error).message)}`;
           checks.push(line);
@@ -346,6 +374,7 @@ export async function run(options: BenchOptions = {}): Promise<BenchResult> {
         checks.push(line);
         log(line);
       } finally {
+        pw?.destroy();
         destroyCase(c);
       }
     }
@@ -356,35 +385,52 @@ export async function run(options: BenchOptions = {}): Promise<BenchResult> {
     const flops = 2 * size ** 3;
     const torch = options.baseline === false ? null : torchBaseline(['matmul', '--size', String(size)], log);
     if (torch?.device) notes.push(`PyTorch on ${torch.device}`);
-    const variants: Variant[] = [
+    const variants: Variant[] = sgmatOnly ? [] : [
       { metric: `f32 matmul ${size}³ (f32 weights, tiled 128x128)`, activations: 'f32', weights: 'f32', options: { path: 'f32', tile: '128x128' }, f16Operands: false, baselineKey: 'f32' },
       { metric: `f32 matmul ${size}³ (f32 weights, tiled 128x128-k16)`, activations: 'f32', weights: 'f32', options: { path: 'f32', tile: '128x128-k16' }, f16Operands: false, baselineKey: 'f32' },
       { metric: `f32 matmul ${size}³ (f32 weights, tiled 64x64)`, activations: 'f32', weights: 'f32', options: { path: 'f32', tile: '64x64' }, f16Operands: false, baselineKey: 'f32' },
     ];
-    if (f16) {
+    if (f16 && !sgmatOnly) {
       variants.push({ metric: `f16-path matmul ${size}³ (f16 x, bf16 weights, f32 arithmetic)`, activations: 'f16', weights: 'bf16', options: { path: 'f16' }, f16Operands: false, baselineKey: 'bf16' });
     }
     if (sgmat) {
-      for (const [tile, direct] of [['128x128', false], ['128x256', false], ['64x64', false], ['128x128', true], ['128x256', true], ['64x64', true]] as const) {
+      const unpacked = sgmatOnly ? [['128x256', true]] as const
+        : [['128x128', false], ['128x256', false], ['64x64', false], ['128x128', true], ['128x256', true], ['64x64', true]] as const;
+      for (const [tile, direct] of unpacked) {
         variants.push({
           metric: `subgroup-matrix matmul ${size}³ (f16 x, f16 weights, ${tile} ${direct ? 'direct' : 'shared'})`, activations: 'f16', weights: 'f16',
           options: { path: 'subgroup-matrix', sgmatTile: tile, sgmatDirect: direct }, f16Operands: true, baselineKey: 'bf16',
         });
       }
-      variants.push({
-        metric: `subgroup-matrix matmul ${size}³ (f16 x, bf16 weights, 128x128 shared)`, activations: 'f16', weights: 'bf16',
-        options: { path: 'subgroup-matrix', sgmatTile: '128x128' }, f16Operands: true, baselineKey: 'bf16',
-      });
+      if (!sgmatOnly) {
+        variants.push({
+          metric: `subgroup-matrix matmul ${size}³ (f16 x, bf16 weights, 128x128 shared)`, activations: 'f16', weights: 'bf16',
+          options: { path: 'subgroup-matrix', sgmatTile: '128x128' }, f16Operands: true, baselineKey: 'bf16',
+        });
+      }
+      for (const tile of Object.keys(SGMAT_PACKED_TILES) as SgmatPackedTile[]) {
+        variants.push({
+          metric: `subgroup-matrix matmul ${size}³ (f16 x, f16 weights packed at load, packed ${tile}, x packing timed)`, activations: 'f16', weights: 'f16',
+          options: { path: 'subgroup-matrix', sgmatPackedTile: tile }, f16Operands: true, baselineKey: 'bf16', packed: true,
+        });
+      }
     }
     const best: Record<string, number> = {};
     // One case per (weights, activations): generating 4096² random operands takes seconds here.
     const cases = new Map<string, LinearCase>();
+    const packedCases = new Map<string, SgmatPackedWeight>();
     for (const v of variants) {
       const key = `${v.weights}/${v.activations}`;
       let c = cases.get(key);
       if (!c) cases.set(key, (c = await makeCase(gpu, size, size, size, v.weights, v.activations, seed++)));
       try {
-        const ran = await runLinear(gpu, c, v.options);
+        let w: GpuTensor = c.tw;
+        if (v.packed) {
+          let pw = packedCases.get(key);
+          if (!pw) packedCases.set(key, (pw = await packCase(gpu, c)));
+          w = pw;
+        }
+        const ran = await runLinear(gpu, c, v.options, w);
         const r = await checkCase(c, 256, v.activations === 'f16' || v.f16Operands ? 2e-3 : 1e-4, v.f16Operands);
         const line = `${r.ok ? 'ok  ' : 'FAIL'} ${ran.variant} ${size}³ sampled: worst error ${r.worst.toExponential(2)}, ‖Δ‖/‖ref‖ ${r.relative.toExponential(2)}`;
         checks.push(line);
@@ -393,8 +439,14 @@ export async function run(options: BenchOptions = {}): Promise<BenchResult> {
           rows.push(row(`${v.metric} [failed its check: not timed]`, null, null, 'TFLOP/s'));
           continue;
         }
-        const { replay } = await captureLinear(gpu, c, v.options);
+        const { replay } = await captureLinear(gpu, c, v.options, w);
         const t = await timeAdaptive(gpu, [replay]);
+        if (v.packed && replay.steps.length === 2) {
+          // What the activations' packing pre-pass alone costs (it is part of t).
+          const p = await timeAdaptive(gpu, [{ steps: [replay.steps[0]!], buffers: [] }]);
+          log(`  of which packing x: ${(p.seconds * 1e6).toFixed(1)} µs`);
+          notes.push(`${v.metric}: packing x alone ${(p.seconds * 1e6).toFixed(1)} µs of ${(t.seconds * 1e6).toFixed(1)} µs`);
+        }
         for (const b of replay.buffers) b.destroy();
         const tflops = flops / t.seconds / 1e12;
         const base = torch?.results[`matmul_${v.baselineKey}`]?.tflops ?? null;
@@ -410,9 +462,11 @@ export async function run(options: BenchOptions = {}): Promise<BenchResult> {
       }
     }
     for (const c of cases.values()) destroyCase(c);
+    for (const p of packedCases.values()) p.destroy();
     const f32Base = torch?.results.matmul_f32?.tflops ?? null;
     const bf16Base = torch?.results.matmul_bf16?.tflops ?? null;
-    rows.push(row(`target: f32 ${size}³, best variant vs PyTorch f32 (TF32 off); needs ≥ 0.5`, best.f32 ?? null, f32Base, 'TFLOP/s'));
+    if (!sgmatOnly) rows.push(row(`target: f32 ${size}³, best variant vs PyTorch f32 (TF32 off); needs ≥ 0.5`, best.f32 ?? null, f32Base, 'TFLOP/s'));
+    if (sgmatOnly) notes.push('--sgmat-only: only the subgroup-matrix rows (and their checks) ran');
     if (sgmat) rows.push(row(`target: subgroup-matrix ${size}³, best variant vs PyTorch bf16; needs ≥ 0.25`, best['subgroup-matrix'] ?? null, bf16Base, 'TFLOP/s'));
     if (torch) {
       for (const [key, v] of Object.entries(torch.results)) rows.push(row(`PyTorch ${key}`, null, v.tflops ?? null, 'TFLOP/s'));
@@ -427,6 +481,6 @@ export async function run(options: BenchOptions = {}): Promise<BenchResult> {
 }
 
 if (process.argv[1]?.endsWith('matmul.js')) {
-  const { values } = parseArgs({ options: { out: { type: 'string' }, quick: { type: 'boolean' }, 'no-baseline': { type: 'boolean' } } });
-  await run({ out: values.out, quick: values.quick ?? false, baseline: !(values['no-baseline'] ?? false) });
+  const { values } = parseArgs({ options: { out: { type: 'string' }, quick: { type: 'boolean' }, 'no-baseline': { type: 'boolean' }, 'sgmat-only': { type: 'boolean' } } });
+  await run({ out: values.out, quick: values.quick ?? false, baseline: !(values['no-baseline'] ?? false), sgmatOnly: values['sgmat-only'] ?? false });
 }

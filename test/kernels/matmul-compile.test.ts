@@ -2,7 +2,9 @@
 // subgroup matrices), must at least compile: Dawn's null backend validates WGSL with every
 // feature on, so a typo in a tensor-core or f16 variant fails here rather than on an H100.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { linearKernel, SGMAT_TILES, MATMUL_TILES, type LinearKernelSpec, type LinearOptions } from '../../src/kernels/ops/matmul.ts';
+import {
+  linearKernel, sgmatPackedKernel, sgmatPackKernel, SGMAT_PACKED_TILES, SGMAT_TILES, MATMUL_TILES, type LinearKernelSpec, type LinearOptions, type SgmatPackedTile,
+} from '../../src/kernels/ops/matmul.ts';
 import { LINEAR_WEIGHT_DTYPES, isPlain, type LinearWeightDtype } from '../../src/kernels/ops/matmul-wgsl.ts';
 import { kernelSource } from '../../src/kernels/shaders.ts';
 
@@ -33,6 +35,11 @@ afterAll(() => device?.destroy());
 
 async function compiles(spec: LinearKernelSpec, options: LinearOptions = {}): Promise<string> {
   const kernel = linearKernel(spec, options);
+  return compilesKernel(kernel, spec);
+}
+
+async function compilesKernel(kernel: { shader: Parameters<typeof kernelSource>[0]; defines: Parameters<typeof kernelSource>[1]; variant: string },
+  spec: { weights: string; f16: boolean }): Promise<string> {
   const code = kernelSource(kernel.shader, kernel.defines);
   device.pushErrorScope('validation');
   const module = device.createShaderModule({ code });
@@ -91,6 +98,16 @@ describe('linear kernels compile (Dawn null backend, all features)', () => {
     for (const sgmatTile of Object.keys(SGMAT_TILES) as Array<keyof typeof SGMAT_TILES>) {
       await compiles({ ...base('f16', 256), path: 'subgroup-matrix', f16: true }, { sgmatDirect: true, sgmatTile });
       await compiles({ ...base('bf16', 256), path: 'subgroup-matrix', f16: true, workgroupStorage: 49152 }, { sgmatTile });
+    }
+  });
+
+  it('subgroup-matrix packed: every tile (f16 and f32 out, bias or not) and the packing pre-pass', async () => {
+    for (const tile of Object.keys(SGMAT_PACKED_TILES) as SgmatPackedTile[]) {
+      await compilesKernel(sgmatPackedKernel(true, null, tile), { weights: 'f16', f16: true });
+      await compilesKernel(sgmatPackedKernel(false, 'bf16', tile), { weights: 'f16', f16: false });
+    }
+    for (const [src, k] of [['f16', 64], ['f16', 37], ['bf16', 64], ['f32', 37]] as const) {
+      await compilesKernel({ ...sgmatPackKernel(src, k), variant: `pack ${src} k=${k}` }, { weights: src, f16: src === 'f16' });
     }
   });
 });

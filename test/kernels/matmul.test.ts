@@ -226,3 +226,27 @@ describe('linear on SwiftShader (f32 path)', () => {
     }
   });
 });
+
+// The packed subgroup-matrix layout (packForSubgroupMatrix): host-side index math only; the
+// kernels that read it run on tensor cores, checked on an H100 by bench/matmul.ts.
+describe('packed subgroup-matrix layout', () => {
+  it('maps every element of [R, K] to its own slot inside sgmatPackedBytes, 16×16 blocks of 512 bytes', async () => {
+    const { sgmatPackedIndex, sgmatPackedBytes, sgmatPackedKBlocks } = await import('../../src/kernels/ops/matmul.ts');
+    expect(sgmatPackedKBlocks(16)).toBe(4);
+    expect(sgmatPackedKBlocks(65)).toBe(8);
+    for (const [rows, k] of [[1, 1], [17, 37], [33, 200], [16, 64]] as const) {
+      const seen = new Set<number>();
+      for (let r = 0; r < rows; r++) {
+        for (let c = 0; c < k; c++) {
+          const i = sgmatPackedIndex(r, c, k);
+          expect(i).toBeLessThan(sgmatPackedBytes(rows, k) / 2);
+          seen.add(i);
+        }
+      }
+      expect(seen.size).toBe(rows * k);
+      // Within a block: row-major, 16 wide; the next block along K is 256 elements on.
+      expect(sgmatPackedIndex(1, 0, k) - sgmatPackedIndex(0, 0, k)).toBe(16);
+      if (k > 16) expect(sgmatPackedIndex(0, 16, k)).toBe(256);
+    }
+  });
+});

@@ -504,3 +504,65 @@ export function sgmatMicrokernel(sgM: number, sgN: number, direct: boolean): { d
   ];
   return { decl: decl.join('\n  '), body: body.join('\n  '), store: store.join('\n  ') };
 }
+
+/**
+ * The packed subgroup-matrix kernel's per-subgroup work (shaders/matmul-sgmat-packed.wgsl),
+ * unrolled: SG_M×SG_N accumulators; the k loop walks `unroll` 16-deep blocks per iteration
+ * (the packing pads KB to a multiple of 4). `prefetch`: the next iteration's operands load
+ * into registers while this one multiplies; else each iteration loads, then multiplies (the
+ * driver's scheduler overlaps what it can). Operand blocks past the packed rows (mb, nb) clamp
+ * to the last block: their results are never stored.
+ */
+export function sgmatPackedMicrokernel(sgM: number, sgN: number, unroll: number, prefetch: boolean): { decl: string; body: string; store: string } {
+  const decl: string[] = [];
+  const store: string[] = [];
+  for (let i = 0; i < sgM; i++) for (let j = 0; j < sgN; j++) decl.push(`var acc_${i}_${j} = subgroup_matrix_result<f32, 16, 16>();`);
+  for (let i = 0; i < sgM; i++) decl.push(`let bl_${i} = min(am / 16u + ${i}u, params.mb - 1u) * params.kb * 256u;`);
+  for (let j = 0; j < sgN; j++) decl.push(`let br_${j} = min(bn / 16u + ${j}u, params.nb - 1u) * params.kb * 256u;`);
+  for (let i = 0; i < sgM; i++) for (let j = 0; j < sgN; j++) store.push(`store_tile(acc_${i}_${j}, am + ${16 * i}u, bn + ${16 * j}u, sg, lane);`);
+  const loads = (o: string, v: string, p: string) => {
+    const lines: string[] = [];
+    for (let s = 0; s < unroll; s++) {
+      const off = s === 0 ? o : `${o} + ${256 * s}u`;
+      for (let i = 0; i < sgM; i++) lines.push(`${v}${p}l_${s}_${i} = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>, row_major>(&xp, bl_${i} + ${off}, 16u);`);
+      for (let j = 0; j < sgN; j++) lines.push(`${v}${p}r_${s}_${j} = subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&wp, br_${j} + ${off}, 16u);`);
+    }
+    return lines;
+  };
+  const mma = (p: string) => {
+    const lines: string[] = [];
+    for (let s = 0; s < unroll; s++) {
+      for (let i = 0; i < sgM; i++) for (let j = 0; j < sgN; j++) {
+        lines.push(`acc_${i}_${j} = subgroupMatrixMultiplyAccumulate(${p}l_${s}_${i}, ${p}r_${s}_${j}, acc_${i}_${j});`);
+      }
+    }
+    return lines;
+  };
+  let body: string[];
+  if (prefetch) {
+    const moves: string[] = [];
+    for (let s = 0; s < unroll; s++) {
+      for (let i = 0; i < sgM; i++) moves.push(`l_${s}_${i} = nl_${s}_${i};`);
+      for (let j = 0; j < sgN; j++) moves.push(`r_${s}_${j} = nr_${s}_${j};`);
+    }
+    body = [
+      ...loads('0u', 'var ', ''),
+      `for (var c = ${unroll}u; c < params.kb; c += ${unroll}u) {`,
+      '  let o = c * 256u;',
+      ...loads('o', 'let ', 'n').map((l) => `  ${l}`),
+      ...mma('').map((l) => `  ${l}`),
+      ...moves.map((l) => `  ${l}`),
+      '}',
+      ...mma(''),
+    ];
+  } else {
+    body = [
+      `for (var c = 0u; c < params.kb; c += ${unroll}u) {`,
+      '  let o = c * 256u;',
+      ...loads('o', 'let ', '').map((l) => `  ${l}`),
+      ...mma('').map((l) => `  ${l}`),
+      '}',
+    ];
+  }
+  return { decl: decl.join('\n  '), body: body.join('\n  '), store: store.join('\n  ') };
+}

@@ -3,9 +3,9 @@ import { bindingChunks, type KernelLimits } from '../limits.ts';
 import { bestPath, pathSupport, type KernelPath } from '../paths.ts';
 import type { Binding, KernelRecorder } from '../recorder.ts';
 import type { ShaderDefines } from '../shaders.ts';
-import { GPU_DTYPE_LAYOUT, type GpuTensor } from '../tensor.ts';
+import { emptyTensor, GPU_DTYPE_LAYOUT, GpuTensor } from '../tensor.ts';
 import {
-  biasCode, gemvAlignedRows, gemvDecoder, LINEAR_WEIGHT_DTYPES, sgmatMicrokernel, tileDecoder, tiledMicrokernel,
+  biasCode, gemvAlignedRows, gemvDecoder, LINEAR_WEIGHT_DTYPES, sgmatMicrokernel, sgmatPackedMicrokernel, tileDecoder, tiledMicrokernel,
   type BiasDtype, type LinearWeightDtype,
 } from './matmul-wgsl.ts';
 
@@ -32,6 +32,42 @@ export const SGMAT_TILES = Object.freeze({
 });
 export type SgmatTile = keyof typeof SGMAT_TILES;
 
+/**
+ * Tiles of the packed subgroup-matrix kernel (shaders/matmul-sgmat-packed.wgsl: weights from
+ * packForSubgroupMatrix, activations packed by a pre-pass): WM×WN subgroups of 32, each
+ * SG_M×SG_N 16×16 accumulators; the k loop takes `unroll` 16-deep blocks per iteration,
+ * `prefetch`ing the next iteration's operands into registers or not; workgroups walk the
+ * output in groups of `groupM` (default 8) tile rows. Any M, N, K.
+ */
+const PACKED_TILES = {
+  '128x256': { wm: 2, wn: 4, sgM: 4, sgN: 4, unroll: 1, prefetch: true },
+  '128x256-u2': { wm: 2, wn: 4, sgM: 4, sgN: 4, unroll: 2, prefetch: false },
+  '128x256-np': { wm: 2, wn: 4, sgM: 4, sgN: 4, unroll: 1, prefetch: false },
+  '256x128': { wm: 4, wn: 2, sgM: 4, sgN: 4, unroll: 1, prefetch: true },
+  '128x128': { wm: 2, wn: 4, sgM: 4, sgN: 2, unroll: 2, prefetch: true },
+  '128x128-u4': { wm: 2, wn: 4, sgM: 4, sgN: 2, unroll: 4, prefetch: false },
+  '128x128-w4': { wm: 2, wn: 2, sgM: 4, sgN: 4, unroll: 1, prefetch: true },
+  '64x256-w4': { wm: 2, wn: 2, sgM: 2, sgN: 8, unroll: 1, prefetch: true },
+  '64x128-w4': { wm: 2, wn: 2, sgM: 2, sgN: 4, unroll: 2, prefetch: true },
+  '128x128-w4-u2': { wm: 2, wn: 2, sgM: 4, sgN: 4, unroll: 2, prefetch: false },
+  '128x128-w4-np': { wm: 2, wn: 2, sgM: 4, sgN: 4, unroll: 1, prefetch: false },
+  '128x128-w4-g16': { wm: 2, wn: 2, sgM: 4, sgN: 4, unroll: 1, prefetch: true, groupM: 16 },
+  '256x128-u2': { wm: 4, wn: 2, sgM: 4, sgN: 4, unroll: 2, prefetch: false },
+};
+export interface SgmatPackedTileSpec {
+  readonly wm: number;
+  readonly wn: number;
+  readonly sgM: number;
+  readonly sgN: number;
+  readonly unroll: number;
+  readonly prefetch: boolean;
+  readonly groupM?: number;
+}
+export type SgmatPackedTile = keyof typeof PACKED_TILES;
+export const SGMAT_PACKED_TILES: Readonly<Record<SgmatPackedTile, SgmatPackedTileSpec>> = Object.freeze(PACKED_TILES);
+/** The fastest packed tile at 4096³ on an H100 (bench/results/matmul.json: 183.9 TFLOP/s, 0.256 of PyTorch bf16). */
+export const SGMAT_PACKED_DEFAULT_TILE: SgmatPackedTile = '128x128-w4-u2';
+
 /** Batches up to this many rows go through the GEMV kernel by default. */
 export const GEMV_MAX_M = 4;
 
@@ -53,6 +89,14 @@ export interface LinearOptions {
    */
   readonly sgmatTile?: SgmatTile;
   readonly sgmatDirect?: boolean;
+  /** Packed weights (packForSubgroupMatrix): the packed kernel's tile (default SGMAT_PACKED_DEFAULT_TILE). */
+  readonly sgmatPackedTile?: SgmatPackedTile;
+  /**
+   * Packed weights: where the activations are packed (f16, at least
+   * sgmatPackedBytes(M, K) bytes). Default: a scratch buffer kept per device, grown as needed
+   * (releaseSgmatScratch frees it).
+   */
+  readonly sgmatPackedX?: GpuTensor;
 }
 
 /** What `linear` recorded: the tests check that forced variants really ran. */
@@ -260,6 +304,7 @@ export function linearKernel(spec: LinearKernelSpec, options: LinearOptions = {}
  */
 export async function linear(rec: KernelRecorder, x: GpuTensor, w: GpuTensor, bias: GpuTensor | null | undefined, out: GpuTensor,
   options: LinearOptions = {}): Promise<LinearInfo> {
+  if (w instanceof SgmatPackedWeight) return linearPacked(rec, x, w, bias, out, options);
   const wd = w.dtype as LinearWeightDtype;
   if (!LINEAR_WEIGHT_DTYPES.includes(wd)) throw new LinearShapeError(`linear: weights in ${w.dtype} are not supported (${LINEAR_WEIGHT_DTYPES.join(', ')})`);
   if (w.shape.length !== 2) throw new LinearShapeError(`linear: weights must be [N, K], got ${JSON.stringify(w.shape)}`);
@@ -327,4 +372,163 @@ export async function linear(rec: KernelRecorder, x: GpuTensor, w: GpuTensor, bi
     }
   }
   return { kernel: plan.kernel, path, variant, dispatches, maxGroups };
+}
+
+// ---- packed subgroup-matrix weights -------------------------------------------------------
+
+/** 16-deep blocks along K in the packed layout: K/16 rounded up to a multiple of 4 (zeros past K). */
+export function sgmatPackedKBlocks(k: number): number {
+  return Math.ceil(k / 64) * 4;
+}
+
+/** Bytes of an [R, K] matrix in the packed layout. */
+export function sgmatPackedBytes(rows: number, k: number): number {
+  return Math.ceil(rows / 16) * sgmatPackedKBlocks(k) * 512;
+}
+
+/**
+ * Index (in f16 elements) of element (r, k) of an [R, K] matrix in the packed subgroup-matrix
+ * layout: 16×16 blocks of 512 contiguous bytes, row-major inside a block, blocks ordered
+ * [ceil(R/16)][sgmatPackedKBlocks(K)] (block row by block row, K fastest).
+ */
+export function sgmatPackedIndex(r: number, k: number, kDim: number): number {
+  const kb = sgmatPackedKBlocks(kDim);
+  return ((Math.floor(r / 16) * kb + Math.floor(k / 16)) * 16 + (r % 16)) * 16 + (k % 16);
+}
+
+/**
+ * A linear weight [N, K] packed for the subgroup-matrix path (packForSubgroupMatrix): f16,
+ * stored as shape [ceil(N/16), sgmatPackedKBlocks(K), 16, 16] in the layout of
+ * sgmatPackedIndex, zeros past N and K. `n` and `k` are the logical sizes; `linear` takes it
+ * in place of the [N, K] weight, on the subgroup-matrix path only.
+ */
+export class SgmatPackedWeight extends GpuTensor {
+  readonly layout = 'sgmat16x16' as const;
+  readonly n: number;
+  readonly k: number;
+  /** Original dtype of the weight (its values were rounded to f16, clamped to ±65504). */
+  readonly source: 'f32' | 'f16' | 'bf16';
+
+  constructor(t: GpuTensor, n: number, k: number, source: 'f32' | 'f16' | 'bf16', scale: number) {
+    super(t.gpu, t.storage, t.shape, 'f16', scale);
+    this.n = n;
+    this.k = k;
+    this.source = source;
+  }
+}
+
+/** The packing pre-pass (shaders/matmul-sgmat-pack.wgsl) for a source dtype (pure: the compile tests use it). */
+export function sgmatPackKernel(source: 'f32' | 'f16' | 'bf16', k: number): { shader: 'matmul-sgmat-pack'; defines: ShaderDefines } {
+  return { shader: 'matmul-sgmat-pack', defines: { SRC_F32: source === 'f32', SRC_BF16: source === 'bf16', VEC: source === 'f16' && k % 8 === 0 } };
+}
+
+/** The packed matmul kernel (pure: the compile tests use it). */
+export function sgmatPackedKernel(f16: boolean, bias: BiasDtype | null, tile: SgmatPackedTile = SGMAT_PACKED_DEFAULT_TILE): {
+  shader: 'matmul-sgmat-packed'; defines: ShaderDefines; variant: string; bm: number; bn: number;
+} {
+  const t = SGMAT_PACKED_TILES[tile];
+  if (!t) throw new LinearShapeError(`linear: no packed subgroup-matrix tile ${tile}`);
+  const micro = sgmatPackedMicrokernel(t.sgM, t.sgN, t.unroll, t.prefetch);
+  const bm = t.wm * t.sgM * 16;
+  const bn = t.wn * t.sgN * 16;
+  return {
+    shader: 'matmul-sgmat-packed',
+    defines: {
+      F16: f16, BM: bm, BN: bn, WN: t.wn, SG_M: t.sgM, SG_N: t.sgN, WG: t.wm * t.wn * 32, GROUP_M: t.groupM ?? 8,
+      BIAS: bias !== null, BIAS_FN: biasCode(bias), DECL: micro.decl, BODY: micro.body, STORE: micro.store,
+    },
+    variant: `subgroup-matrix packed ${tile}`,
+    bm,
+    bn,
+  };
+}
+
+function recordPack(rec: KernelRecorder, src: GpuTensor, rows: number, k: number, dst: GpuTensor, pipeline: GPUComputePipeline): void {
+  const kb = sgmatPackedKBlocks(k);
+  const total = Math.ceil(rows / 16) * kb * 32;
+  const params = new Uint32Array([rows, k, kb, total]);
+  const srcBytes = rows * k * (src.dtype === 'f32' ? 4 : 2);
+  rec.dispatch(pipeline, [range(src, 0, srcBytes), range(dst, 0, sgmatPackedBytes(rows, k))], params, Math.ceil(total / 256), 'sgmat pack');
+}
+
+/**
+ * Packs a linear weight [N, K] (f16, bf16 or f32) once, at load time, into the layout the
+ * packed subgroup-matrix kernel reads (see SgmatPackedWeight). Records the packing on `rec`
+ * (submit it before use); the source tensor is left as it was.
+ */
+export async function packForSubgroupMatrix(rec: KernelRecorder, w: GpuTensor): Promise<SgmatPackedWeight> {
+  if (w.dtype !== 'f16' && w.dtype !== 'bf16' && w.dtype !== 'f32') throw new LinearShapeError(`packForSubgroupMatrix: weights must be f16, bf16 or f32, got ${w.dtype}`);
+  if (w.shape.length !== 2) throw new LinearShapeError(`packForSubgroupMatrix: weights must be [N, K], got ${JSON.stringify(w.shape)}`);
+  const [n, k] = w.shape as [number, number];
+  const bytes = sgmatPackedBytes(n, k);
+  const limit = rec.limits.maxStorageBufferBindingSize;
+  if (bytes > limit || w.byteLength > limit) throw new LinearShapeError(`packForSubgroupMatrix: [${n}, ${k}] does not fit one ${limit}-byte binding`);
+  const spec = sgmatPackKernel(w.dtype, k);
+  const pipeline = await rec.pipeline(spec.shader, spec.defines);
+  const packed = await emptyTensor(rec.gpu, [Math.ceil(n / 16), sgmatPackedKBlocks(k), 16, 16], 'f16', 'sgmat packed weight');
+  recordPack(rec, w, n, k, packed, pipeline);
+  return new SgmatPackedWeight(packed, n, k, w.dtype, w.scale);
+}
+
+/** Per-device scratch for packed activations: the newest (largest) last; older ones stay alive until releaseSgmatScratch. */
+const packedScratch = new WeakMap<GPUDevice, GpuTensor[]>();
+
+/** Frees the scratch buffers linear kept for packed activations on this device (after its work has finished). */
+export function releaseSgmatScratch(gpu: GpuDevice): void {
+  for (const t of packedScratch.get(gpu.device) ?? []) t.destroy();
+  packedScratch.delete(gpu.device);
+}
+
+async function scratchFor(gpu: GpuDevice, bytes: number): Promise<GpuTensor> {
+  const list = packedScratch.get(gpu.device) ?? [];
+  const last = list[list.length - 1];
+  if (last && last.byteLength >= bytes) return last;
+  const t = await emptyTensor(gpu, [Math.ceil(bytes / 2)], 'f16', 'sgmat packed activations');
+  list.push(t);
+  packedScratch.set(gpu.device, list);
+  return t;
+}
+
+async function linearPacked(rec: KernelRecorder, x: GpuTensor, w: SgmatPackedWeight, bias: GpuTensor | null | undefined, out: GpuTensor,
+  options: LinearOptions): Promise<LinearInfo> {
+  const { n, k } = w;
+  if (x.dtype !== 'f32' && x.dtype !== 'f16') throw new LinearShapeError(`linear: activations must be f32 or f16, got ${x.dtype}`);
+  if (out.dtype !== x.dtype) throw new LinearShapeError(`linear: out is ${out.dtype} but x is ${x.dtype}`);
+  if (x.shape[x.shape.length - 1] !== k) throw new LinearShapeError(`linear: x ${JSON.stringify(x.shape)} does not end in K = ${k}`);
+  const m = x.elements / k;
+  if (out.shape[out.shape.length - 1] !== n || out.elements !== m * n) throw new LinearShapeError(`linear: out ${JSON.stringify(out.shape)} is not [${m}, ${n}]`);
+  if (options.path !== undefined && options.path !== 'subgroup-matrix') throw new LinearShapeError('linear: packed weights run on the subgroup-matrix path only');
+  const gpu = rec.gpu;
+  if (!subgroupMatrixReady(gpu)) throw new LinearShapeError(`${gpu.name} cannot run the subgroup-matrix path, which packed weights need`);
+  let biasDtype: BiasDtype | null = null;
+  if (bias) {
+    if (bias.dtype !== 'f32' && bias.dtype !== 'f16' && bias.dtype !== 'bf16') throw new LinearShapeError(`linear: bias must be f32, f16 or bf16, got ${bias.dtype}`);
+    if (bias.elements !== n) throw new LinearShapeError(`linear: bias has ${bias.elements} elements, N = ${n}`);
+    biasDtype = bias.dtype;
+  }
+  const f16 = x.dtype === 'f16';
+  const xb = f16 ? 2 : 4;
+  const limit = rec.limits.maxStorageBufferBindingSize;
+  const xBytes = sgmatPackedBytes(m, k);
+  if (xBytes > limit || m * k * xb > limit || m * n * xb > limit) throw new LinearShapeError(`linear: packed weights need x and out within one ${limit}-byte binding`);
+  const xp = options.sgmatPackedX ?? await scratchFor(gpu, xBytes);
+  if (xp.byteLength < xBytes) throw new LinearShapeError(`linear: sgmatPackedX holds ${xp.byteLength} bytes, ${xBytes} needed`);
+  const pack = sgmatPackKernel(x.dtype, k);
+  const packPipeline = await rec.pipeline(pack.shader, pack.defines);
+  const plan = sgmatPackedKernel(f16, biasDtype, options.sgmatPackedTile ?? SGMAT_PACKED_DEFAULT_TILE);
+  const pipeline = await rec.pipeline(plan.shader, plan.defines);
+  recordPack(rec, x, m, k, xp, packPipeline);
+  const tilesN = Math.ceil(n / plan.bn);
+  const groups = Math.ceil(m / plan.bm) * tilesN;
+  const params = new ArrayBuffer(48);
+  const u = new Uint32Array(params);
+  u.set([m, n, sgmatPackedKBlocks(k), n, 0, groups, tilesN]);
+  new Float32Array(params, 28, 1)[0] = w.scale;
+  u[8] = Math.ceil(m / 16);
+  u[9] = Math.ceil(n / 16);
+  const bindings: Binding[] = [range(xp, 0, xBytes), range(w, 0, sgmatPackedBytes(n, k))];
+  if (bias) bindings.push(bias.buffer);
+  bindings.push(range(out, 0, m * n * xb));
+  rec.dispatch(pipeline, bindings, new Uint8Array(params), groups, `linear ${plan.variant}`);
+  return { kernel: 'subgroup-matrix', path: 'subgroup-matrix', variant: plan.variant, dispatches: 2, maxGroups: groups };
 }
