@@ -21,3 +21,13 @@ export {
   linear, linearKernel, linearPath, subgroupMatrixReady, LinearShapeError, MATMUL_TILES, SGMAT_TILES, GEMV_MAX_M, LINEAR_WEIGHT_DTYPES,
   type LinearOptions, type LinearInfo, type LinearWeightDtype, type MatmulTile, type SgmatTile,
 } from './matmul.ts';
+export { attention, attentionShape, attentionFlops, subgroupMatrixUnfit, type AttentionOptions, type AttentionRun, type AttentionKernel, type AttentionShape } from './attention.ts';
+export { dropAttentionBuffers, type TensorView, type ViewInput } from './attention-common.ts';
+export { softmax, type SoftmaxOptions } from './softmax.ts';
+export {
+  rope, ropeTable, ropeTableValues, fluxRopeTable, fluxRopeTableValues, ropeInvFreq, llama3InvFreq,
+  type RopeTable, type RopeTableOptions, type RopeOptions,
+} from './rope.ts';
+export { t5RelativeBias, t5Bucket, t5BucketTable, type T5BiasOptions } from './t5-bias.ts';
+export { kvCacheWrite, KvCache } from './kv-cache.ts';
+export { packForSubgroupMatrix, releaseSgmatScratch, SGMAT_PACKED_TILES, type SgmatPackedWeight } from './matmul.ts';
