@@ -29,3 +29,4 @@ export { WeightsFormatError, WeightsNotFoundError } from './formats/errors.ts';
 export { defaultAllocator, CountingAllocator, type ByteAllocator } from './formats/allocator.ts';
 export { blockMapOf, MODEL_FAMILIES } from './models/registry.ts';
 export { UnknownModelError, UnmappedTensorsError, type Block, type BlockMap, type ModelFamily } from './models/blocks.ts';
+export * from './cpu/index.ts';
