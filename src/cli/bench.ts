@@ -20,8 +20,9 @@ interface BenchRow {
 const fmt = (n: number) => (Number.isFinite(n) ? (Math.abs(n) >= 100 ? n.toFixed(0) : n.toPrecision(3)) : '-');
 
 /**
- * `multigpu bench <name> [--out file.json]`: runs one benchmark module's `run()`, which
- * checks every output before timing it, and prints its rows (ours, baseline, ratio).
+ * `multigpu bench <name> [--out file.json]`: runs the benchmark script (which checks every
+ * output before timing it) in a process of its own, as on the GPU machines, then prints its
+ * rows (ours, baseline, ratio) from the results file it wrote.
  */
 export async function benchCommand(name: string | undefined, out: string | undefined): Promise<string> {
   if (!name || !Object.hasOwn(BENCHMARKS, name)) {
@@ -29,10 +30,16 @@ export async function benchCommand(name: string | undefined, out: string | undef
       hint: Object.entries(BENCHMARKS).map(([k, v]) => `${k}: ${v}`).join('; '),
     });
   }
-  const module = await import(new URL(`../../bench/${name}.js`, import.meta.url).href) as {
-    run(options: { out?: string }): Promise<{ device: string; rows: readonly BenchRow[] }>;
-  };
-  const report = await module.run({ out });
+  const { spawnSync } = await import('node:child_process');
+  const { readFileSync, mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { fileURLToPath } = await import('node:url');
+  const file = out ?? join(mkdtempSync(join(tmpdir(), 'multigpu-bench-')), `${name}.json`);
+  const script = fileURLToPath(new URL(`../../bench/${name}.js`, import.meta.url));
+  const child = spawnSync(process.execPath, [script, '--out', file], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (child.status !== 0) throw new Error(`bench ${name} exited with ${child.status ?? child.signal}`);
+  const report = JSON.parse(readFileSync(file, 'utf8')) as { device: string; rows: readonly BenchRow[] };
   return [`${name} on ${report.device}`, '',
     formatTable(['metric', 'ours', 'baseline', 'ratio', 'unit'], report.rows.map((r) => [r.metric, fmt(r.ours), fmt(r.baseline), fmt(r.ratio), r.unit])),
   ].join('\n');
