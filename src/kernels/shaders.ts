@@ -1,6 +1,6 @@
 import { wgsl } from 'wgsl-preprocessor/wgsl-preprocessor.js'; // the package declares no main
 import { MultiGpuError } from '../errors.ts';
-import { SHADER_SOURCES } from './shaders.generated.ts';
+import { SHADER_INCLUDES, SHADER_SOURCES } from './shaders.generated.ts';
 
 export type ShaderName = keyof typeof SHADER_SOURCES;
 export type ShaderDefines = Readonly<Record<string, boolean | number | string>>;
@@ -35,6 +35,20 @@ export function preprocessWgsl(shader: string, source: string, defines: ShaderDe
   return wgsl(strings, ...values);
 }
 
+const INCLUDE = /^\/\/ @include (\w+)[ \t]*$/gm;
+
+/**
+ * WGSL has no include: a line `// @include name` is replaced by shaders/include/name.wgsl
+ * before preprocessing, so the snippet's own `#if ${...}` blocks follow the kernel's defines.
+ */
+export function expandIncludes(shader: string, source: string): string {
+  return source.replace(INCLUDE, (_, name: string) => {
+    const snippet = SHADER_INCLUDES[name];
+    if (snippet === undefined) throw new RangeError(`shaders/${shader}.wgsl includes "${name}", which is not in shaders/include/`);
+    return snippet;
+  });
+}
+
 export function kernelSource(shader: ShaderName, defines: ShaderDefines): string {
-  return preprocessWgsl(shader, SHADER_SOURCES[shader], defines);
+  return preprocessWgsl(shader, expandIncludes(shader, SHADER_SOURCES[shader]), defines);
 }

@@ -3,6 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { OPS, opsMarkdown } from '../../src/kernels/registry.ts';
+import { expandIncludes } from '../../src/kernels/shaders.ts';
 import { ROOT } from '../helpers.ts';
 
 describe('kernel registry', () => {
@@ -16,6 +17,13 @@ describe('kernel registry', () => {
     const module = await import(`../../src/kernels/${file}`);
     expect(typeof module[exported!], op.reference).toBe('function');
     expect(op.paths).toContain('f32');
+  });
+
+  it('`// @include name` pulls in shaders/include/name.wgsl, and an unknown name is an error', () => {
+    const expanded = expandIncludes('k', 'a\n// @include workgroup_reduce\nb');
+    expect(expanded).toContain('fn reduce_sum(');
+    expect(expanded).not.toMatch(/^\/\/ @include /m);
+    expect(() => expandIncludes('k', '// @include nothing_here')).toThrow('shaders/k.wgsl includes "nothing_here", which is not in shaders/include/');
   });
 
   it('op names are unique', () => {
