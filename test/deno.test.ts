@@ -14,14 +14,29 @@ const ICD = {
   lavapipe: '/usr/share/vulkan/icd.d/lvp_icd.x86_64.json',
 };
 
-async function denoTest(files: readonly string[], icd: string) {
-  const r = await run('node_modules/.bin/deno', ['test', '--allow-all', '--no-check', ...files.map((f) => `test/deno/${f}`)], {
-    timeoutMs: 170_000,
+function denoRun(files: readonly string[], icd: string) {
+  return run('node_modules/.bin/deno', ['test', '--allow-all', '--no-check', ...files.map((f) => `test/deno/${f}`)], {
+    timeoutMs: 120_000,
     env: { NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', VK_ICD_FILENAMES: icd },
   });
+}
+
+const ALL_PASSED = /ok \| \d+ passed \| 0 failed/;
+// glibc's heap checks abort the process; seen (about once in 20 runs, under CI load) only after
+// every test had passed and Deno was tearing down its wgpu instance over lavapipe's threads.
+const TEARDOWN_ABORT = /malloc|free\(\)|corrupted|fastbin/;
+
+async function denoTest(files: readonly string[], icd: string) {
+  let r = await denoRun(files, icd);
+  if (r.signal === 'SIGABRT' && ALL_PASSED.test(r.stdout) && TEARDOWN_ABORT.test(r.stderr)) {
+    // A crash at exit is not a kernel failure, but it must not be a steady one either: the
+    // second run has to pass and exit cleanly.
+    console.warn(`deno aborted at exit after all tests passed (${r.stderr.trim().split('\n').pop()}); running once more`);
+    r = await denoRun(files, icd);
+  }
   expect(r.signal, r.stdout + r.stderr).toBeNull();
   expect(r.code, r.stdout + r.stderr).toBe(0);
-  expect(r.stdout).toMatch(/ok \| \d+ passed \| 0 failed/);
+  expect(r.stdout).toMatch(ALL_PASSED);
   return r.stdout;
 }
 
@@ -30,8 +45,8 @@ it('the device layer (Deno\'s navigator.gpu and Dawn through npm:webgpu) and the
   expect(out).toContain('devices on navigator: open, compute, ledger, typed errors, lost event, close ... ok');
   expect(out).toContain('devices on dawn: open, compute, ledger, typed errors, lost event, close ... ok');
   expect(out).toContain('safetensors under Deno: a model folder reads, and writes back bit for bit ... ok');
-}, 180_000);
+}, 260_000);
 
 it.runIf(F16.length > 0)('the f16 kernel variants pass under Deno\'s own WebGPU on lavapipe (shader-f16)', async () => {
   await denoTest(F16, ICD.lavapipe);
-}, 180_000);
+}, 260_000);
