@@ -533,6 +533,15 @@ export class CpuKernels {
       cos[(b * L + l) * half + i] = Math.cos(a);
       sin[(b * L + l) * half + i] = Math.sin(a);
     }
+    return this.ropeCosSin(x, o, cos, sin);
+  }
+
+  /** rope with the angles' cos and sin given per token ([B·L, rotaryDim/2] each): a model's host table. */
+  async ropeCosSin(x: Float32Array, o: Omit<CpuRopeOptions, 'angle'>, cos: Float32Array, sin: Float32Array): Promise<Float32Array> {
+    const { batch: B, seq: L, heads: H, headDim: D } = o;
+    const rot = o.rotaryDim ?? D;
+    if (x.length !== B * L * H * D || rot % 2 !== 0 || rot > D) throw new RangeError('rope: x or rotaryDim does not match the shape');
+    if (cos.length !== B * L * (rot / 2) || sin.length !== cos.length) throw new RangeError('rope: cos and sin are not [B·L, rotaryDim/2]');
     return this.serial(() => this.runOp(12, B * L, [x, 'out', cos, sin, B, L, H, D, rot, o.mode === 'interleaved' ? 1 : 0, 1], x.length));
   }
 

@@ -17,6 +17,11 @@ export interface BufferRequest {
   readonly size: number;
   readonly usage: GPUBufferUsageFlags;
   readonly mappedAtCreation?: boolean;
+  /**
+   * Another ledger to count it on, checked against that device's capacity instead: host-visible
+   * buffers (MAP_WRITE | COPY_SRC) live in host memory, so they count on the cpu device's.
+   */
+  readonly account?: { readonly ledger: ByteLedger; readonly name: string; readonly capacity: number; readonly source: string };
 }
 
 export interface LostInfo {
@@ -29,11 +34,13 @@ export class TrackedBuffer {
   readonly buffer: GPUBuffer;
   readonly device: GpuDevice;
   readonly #entry: LedgerEntry;
+  readonly #ledger: ByteLedger;
 
-  constructor(device: GpuDevice, buffer: GPUBuffer, entry: LedgerEntry) {
+  constructor(device: GpuDevice, buffer: GPUBuffer, entry: LedgerEntry, ledger: ByteLedger = device.ledger) {
     this.device = device;
     this.buffer = buffer;
     this.#entry = entry;
+    this.#ledger = ledger;
   }
 
   get bytes(): number {
@@ -46,7 +53,7 @@ export class TrackedBuffer {
 
   /** Idempotent: the second call neither double-frees nor double-counts. */
   destroy(): void {
-    if (this.device.ledger.release(this.#entry)) this.buffer.destroy();
+    if (this.#ledger.release(this.#entry)) this.buffer.destroy();
   }
 }
 
@@ -117,11 +124,13 @@ export class GpuDevice {
     const { label, size } = request;
     this.#throwIfLost();
     if (size > this.limits.maxBufferSize) throw new BufferTooLargeError(this.name, label, size, this.limits.maxBufferSize);
-    if (this.ledger.used + size > this.capacity.bytes) {
-      throw new CapacityExceededError(this.name, label, size, this.ledger.used, this.capacity.bytes, this.capacity.source);
+    const account = request.account ?? { ledger: this.ledger, name: this.name, capacity: this.capacity.bytes, source: this.capacity.source };
+    const ledger = account.ledger;
+    if (ledger.used + size > account.capacity) {
+      throw new CapacityExceededError(account.name, label, size, ledger.used, account.capacity, account.source);
     }
     // Counted before the awaits, so concurrent allocations cannot both pass the capacity check.
-    const entry = this.ledger.add(label, size);
+    const entry = ledger.add(label, size);
     const device = this.device;
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
@@ -134,8 +143,8 @@ export class GpuDevice {
     }
     const validation = await device.popErrorScope();
     const oom = await device.popErrorScope();
-    if (buffer && !validation && !oom && thrown === undefined) return new TrackedBuffer(this, buffer, entry);
-    this.ledger.release(entry);
+    if (buffer && !validation && !oom && thrown === undefined) return new TrackedBuffer(this, buffer, entry, ledger);
+    ledger.release(entry);
     buffer?.destroy();
     this.#throwIfLost();
     if (oom || thrown instanceof RangeError) {

@@ -1,0 +1,378 @@
+import type { GpuDevice, TrackedBuffer } from '../devices/gpu-device.ts';
+import * as ops from '../kernels/ops/index.ts';
+import { KvCache } from '../kernels/ops/kv-cache.ts';
+import type { RopeTable } from '../kernels/ops/rope.ts';
+import { KernelRecorder } from '../kernels/recorder.ts';
+import { downloadBytes, emptyTensor, GpuTensor, uploadTensor } from '../kernels/tensor.ts';
+import type {
+  ActivationKind, AttentionOptions, Backend, BinaryOp, Conv2dOptions, KvCacheHandle, RopeSpec, T5BiasOptions, Tensor,
+  TimestepOptions, VectorSlice, Weight,
+} from './backend.ts';
+import { broadcastShape, checkSlice, elementsOf, normalizeAxis, RuntimeShapeError } from './shapes.ts';
+
+/** An activation on a GPU. */
+export class GpuActivation implements Tensor {
+  readonly device: string;
+  readonly t: GpuTensor;
+  constructor(t: GpuTensor) {
+    this.device = t.gpu.name;
+    this.t = t;
+  }
+  get shape(): readonly number[] {
+    return this.t.shape;
+  }
+  get dtype(): 'f32' | 'i32' {
+    return this.t.dtype === 'i32' ? 'i32' : 'f32';
+  }
+}
+
+/** A model tensor on a GPU, in the form the kernels read (stored dtype, or staged for one block). */
+export class GpuWeight implements Weight {
+  readonly device: string;
+  readonly name: string;
+  readonly t: GpuTensor;
+  constructor(name: string, t: GpuTensor) {
+    this.device = t.gpu.name;
+    this.name = name;
+    this.t = t;
+  }
+  get shape(): readonly number[] {
+    return this.t.shape;
+  }
+}
+
+class GpuKv implements KvCacheHandle {
+  readonly device: string;
+  readonly cache: KvCache;
+  constructor(device: string, cache: KvCache) {
+    this.device = device;
+    this.cache = cache;
+  }
+  get capacity(): number {
+    return this.cache.capacity;
+  }
+  get length(): number {
+    return this.cache.length;
+  }
+}
+
+/**
+ * The Backend on one GPU: each op records onto the current KernelRecorder; `flush()` submits
+ * (the scheduler flushes after every step, downloads flush first). Activations allocated since
+ * the last `collect()` are destroyed by it unless kept.
+ */
+export class GpuBackend implements Backend {
+  readonly gpu: GpuDevice;
+  readonly device: string;
+  #rec: KernelRecorder | null = null;
+  #live = new Set<TrackedBuffer>();
+  #ropeTables = new WeakMap<Float32Array, RopeTable>();
+  #caches = new Set<GpuKv>();
+
+  constructor(gpu: GpuDevice) {
+    this.gpu = gpu;
+    this.device = gpu.name;
+  }
+
+  get rec(): KernelRecorder {
+    return (this.#rec ??= new KernelRecorder(this.gpu));
+  }
+
+  async flush(): Promise<void> {
+    const rec = this.#rec;
+    this.#rec = null;
+    if (rec && rec.pending > 0) await rec.submit();
+  }
+
+  /** Submits, then frees every activation allocated since the last collect that `keep` does not hold. */
+  async collect(keep: Iterable<Tensor>): Promise<void> {
+    await this.flush();
+    const kept = new Set<TrackedBuffer>();
+    for (const t of keep) if (t instanceof GpuActivation) kept.add(t.t.storage);
+    for (const s of this.#live) {
+      if (!kept.has(s)) {
+        s.destroy();
+        this.#live.delete(s);
+      }
+    }
+  }
+
+  /** Frees one activation now (it must not be used again). */
+  release(t: Tensor): void {
+    const a = this.#act(t, 'release');
+    if (this.#live.delete(a.t.storage)) a.t.destroy();
+  }
+
+  /** Frees every activation and KV cache this backend made. */
+  async close(): Promise<void> {
+    await this.collect([]);
+    for (const kv of this.#caches) kv.cache.destroy();
+    this.#caches.clear();
+  }
+
+  async #empty(shape: readonly number[], dtype: 'f32' | 'i32' = 'f32', label = 'activation'): Promise<GpuTensor> {
+    const t = await emptyTensor(this.gpu, shape, dtype, label);
+    this.#live.add(t.storage);
+    return t;
+  }
+
+  #wrap(t: GpuTensor): GpuActivation {
+    return new GpuActivation(t);
+  }
+
+  #act(t: Tensor, op: string): GpuActivation {
+    if (!(t instanceof GpuActivation) || t.device !== this.device) throw new RuntimeShapeError(`${op}: an activation on ${t.device} reached ${this.device}`);
+    return t;
+  }
+
+  #w(w: Weight | Tensor, op: string): GpuTensor {
+    if (w instanceof GpuWeight && w.device === this.device) return w.t;
+    if (w instanceof GpuActivation && w.device === this.device) return w.t;
+    throw new RuntimeShapeError(`${op}: ${'name' in w ? `weight ${w.name}` : 'a tensor'} on ${w.device} reached ${this.device}`);
+  }
+
+  #slice(s: VectorSlice, op: string): ops.VectorSlice {
+    return { tensor: this.#act(s.tensor, op).t, offset: s.offset, stride: s.stride };
+  }
+
+  async upload(data: Float32Array | Int32Array, shape: readonly number[]): Promise<Tensor> {
+    const dtype = data instanceof Int32Array ? 'i32' : 'f32';
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const t = await uploadTensor(this.gpu, bytes, shape, dtype, { label: 'input' });
+    this.#live.add(t.storage);
+    return this.#wrap(t);
+  }
+
+  async download(t: Tensor): Promise<Float32Array> {
+    const a = this.#act(t, 'download');
+    await this.flush();
+    const bytes = await downloadBytes(a.t);
+    const view = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+    if (a.t.dtype === 'i32') return Float32Array.from(new Int32Array(view.buffer, view.byteOffset, view.byteLength / 4));
+    return new Float32Array(view.buffer, view.byteOffset, view.byteLength / 4);
+  }
+
+  reshape(t: Tensor, shape: readonly number[]): Tensor {
+    const a = this.#act(t, 'reshape');
+    if (elementsOf(shape) !== a.t.elements) throw new RuntimeShapeError(`reshape: [${a.shape.join(', ')}] has ${a.t.elements} elements, [${shape.join(', ')}] ${elementsOf(shape)}`);
+    return this.#wrap(new GpuTensor(this.gpu, a.t.storage, [...shape], a.t.dtype));
+  }
+
+  async linear(x: Tensor, w: Weight, bias?: Weight | null): Promise<Tensor> {
+    const xt = this.#act(x, 'linear').t;
+    const wt = this.#w(w, 'linear');
+    const out = await this.#empty([...xt.shape.slice(0, -1), wt.shape[0]!]);
+    await ops.linear(this.rec, xt, wt, bias ? this.#w(bias, 'linear') : null, out);
+    return this.#wrap(out);
+  }
+
+  async embedding(ids: Tensor, table: Weight): Promise<Tensor> {
+    const it = this.#act(ids, 'embedding').t;
+    const tt = this.#w(table, 'embedding');
+    const out = await this.#empty([...it.shape, tt.shape[1]!]);
+    await ops.embedding(this.rec, it, tt, out);
+    return this.#wrap(out);
+  }
+
+  async rmsNorm(x: Tensor, w: Weight | null, eps: number): Promise<Tensor> {
+    const xt = this.#act(x, 'rmsNorm').t;
+    const out = await this.#empty(xt.shape);
+    await ops.rmsNorm(this.rec, xt, w ? this.#w(w, 'rmsNorm') : null, out, { eps });
+    return this.#wrap(out);
+  }
+
+  async layerNorm(x: Tensor, w: Weight | null, b: Weight | null, eps: number,
+    modulation?: { readonly shift: VectorSlice; readonly scale: VectorSlice; readonly rowsPerBatch: number }): Promise<Tensor> {
+    const xt = this.#act(x, 'layerNorm').t;
+    const out = await this.#empty(xt.shape);
+    await ops.layerNorm(this.rec, xt, w ? this.#w(w, 'layerNorm') : null, b ? this.#w(b, 'layerNorm') : null, out, {
+      eps,
+      modulation: modulation && {
+        shift: this.#slice(modulation.shift, 'layerNorm'), scale: this.#slice(modulation.scale, 'layerNorm'), rowsPerBatch: modulation.rowsPerBatch,
+      },
+    });
+    return this.#wrap(out);
+  }
+
+  async groupNorm(x: Tensor, w: Weight | null, b: Weight | null, o: { readonly groups: number; readonly eps: number; readonly silu?: boolean }): Promise<Tensor> {
+    const xt = this.#act(x, 'groupNorm').t;
+    const out = await this.#empty(xt.shape);
+    await ops.groupNorm(this.rec, xt, w ? this.#w(w, 'groupNorm') : null, b ? this.#w(b, 'groupNorm') : null, out, o);
+    return this.#wrap(out);
+  }
+
+  async activation(kind: ActivationKind, x: Tensor): Promise<Tensor> {
+    const xt = this.#act(x, 'activation').t;
+    const out = await this.#empty(xt.shape);
+    await ops.activation(this.rec, kind, xt, out);
+    return this.#wrap(out);
+  }
+
+  async gated(kind: ActivationKind, gate: Tensor, up: Tensor): Promise<Tensor> {
+    const g = this.#act(gate, 'gated').t;
+    const out = await this.#empty(g.shape);
+    await ops.gatedMlp(this.rec, kind, g, this.#act(up, 'gated').t, out);
+    return this.#wrap(out);
+  }
+
+  async binary(op: BinaryOp, a: Tensor, b: Tensor | Weight): Promise<Tensor> {
+    const at = this.#act(a, op).t;
+    const bt = this.#w(b, op);
+    const out = await this.#empty(broadcastShape(op, at.shape, bt.shape));
+    await ops.binary(this.rec, op, at, bt, out);
+    return this.#wrap(out);
+  }
+
+  async scale(x: Tensor, s: number, b = 0): Promise<Tensor> {
+    const xt = this.#act(x, 'scale').t;
+    const out = await this.#empty(xt.shape);
+    await ops.scale(this.rec, xt, out, s, b);
+    return this.#wrap(out);
+  }
+
+  async softmax(x: Tensor): Promise<Tensor> {
+    const xt = this.#act(x, 'softmax').t;
+    const out = await this.#empty(xt.shape);
+    await ops.softmax(this.rec, xt, out);
+    return this.#wrap(out);
+  }
+
+  async attention(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions): Promise<Tensor> {
+    const qt = this.#act(q, 'attention').t;
+    let kt = this.#act(k, 'attention').t;
+    let vt = this.#act(v, 'attention').t;
+    const kvHeads = o.kvHeads ?? o.heads;
+    let kvLength: number | undefined;
+    if (o.cache) {
+      const kv = o.cache;
+      if (!(kv instanceof GpuKv) || kv.device !== this.device) throw new RuntimeShapeError(`attention: a KV cache on ${kv.device} reached ${this.device}`);
+      const shape = [kt.shape[0]!, kt.shape[1]!, kvHeads, o.headDim];
+      await kv.cache.append(this.rec, new GpuTensor(this.gpu, kt.storage, shape, kt.dtype), new GpuTensor(this.gpu, vt.storage, shape, vt.dtype));
+      kt = kv.cache.k;
+      vt = kv.cache.v;
+      kvLength = kv.cache.length;
+    }
+    const out = await this.#empty(qt.shape);
+    await ops.attention(this.rec, qt, kt, vt, out, {
+      heads: o.heads, kvHeads, headDim: o.headDim, scale: o.scale, causal: o.causal, kvLength,
+      mask: o.mask ? this.#act(o.mask, 'attention').t : undefined,
+      relativeBias: o.relativeBias ? this.#act(o.relativeBias, 'attention').t : undefined,
+    });
+    return this.#wrap(out);
+  }
+
+  async rope(x: Tensor, spec: RopeSpec, headDim: number, positionOffset = 0): Promise<Tensor> {
+    const xt = this.#act(x, 'rope').t;
+    let table = this.#ropeTables.get(spec.table);
+    if (!table) {
+      const tensor = await uploadTensor(this.gpu, spec.table, [spec.rows, spec.rotaryDim / 2, 2], 'f32', { label: 'rope.table' });
+      table = { tensor, rows: spec.rows, rotaryDim: spec.rotaryDim, mode: spec.mode };
+      this.#ropeTables.set(spec.table, table);
+    }
+    const width = xt.shape[xt.shape.length - 1]!;
+    if (width % headDim !== 0) throw new RuntimeShapeError(`rope: the last dim ${width} is not a multiple of head dim ${headDim}`);
+    const out = await this.#empty(xt.shape);
+    await ops.rope(this.rec, xt, table, { heads: width / headDim, headDim, out, positionOffset });
+    return this.#wrap(out);
+  }
+
+  async concat(xs: readonly Tensor[], axis: number): Promise<Tensor> {
+    const ts = xs.map((x) => this.#act(x, 'concat').t);
+    const rank = ts[0]!.shape.length;
+    const ax = normalizeAxis('concat', axis, rank);
+    const shape = [...ts[0]!.shape];
+    shape[ax] = ts.reduce((s, t) => s + t.shape[ax]!, 0);
+    const out = await this.#empty(shape, ts[0]!.dtype === 'i32' ? 'i32' : 'f32');
+    await ops.concat(this.rec, ts, out, ax);
+    return this.#wrap(out);
+  }
+
+  async slice(x: Tensor, axis: number, start: number, length: number): Promise<Tensor> {
+    const xt = this.#act(x, 'slice').t;
+    const ax = normalizeAxis('slice', axis, xt.shape.length);
+    checkSlice(xt.shape, ax, start, length);
+    const outer = elementsOf(xt.shape.slice(0, ax));
+    const inner = elementsOf(xt.shape.slice(ax + 1));
+    const shape = [...xt.shape];
+    shape[ax] = length;
+    if (outer === 1) {
+      const out = await this.#empty(shape);
+      await ops.copyBytes(this.rec, xt, start * inner * 4, out, 0, length * inner * 4);
+      return this.#wrap(out);
+    }
+    // Bring the axis to the front, where the slice is one contiguous range, and back.
+    const perm = [ax, ...xt.shape.map((_, i) => i).filter((i) => i !== ax)];
+    const front = await this.permute(x, perm);
+    const cut = await this.slice(front, 0, start, length);
+    const inverse = perm.map((_, i) => perm.indexOf(i));
+    return this.permute(cut, inverse);
+  }
+
+  async permute(x: Tensor, perm: readonly number[]): Promise<Tensor> {
+    const xt = this.#act(x, 'permute').t;
+    const out = await this.#empty(perm.map((p) => xt.shape[p]!));
+    await ops.permute(this.rec, xt, out, perm);
+    return this.#wrap(out);
+  }
+
+  async conv2d(x: Tensor, w: Weight, b: Weight | null, o: Conv2dOptions = {}): Promise<Tensor> {
+    const xt = this.#act(x, 'conv2d').t;
+    const wt = this.#w(w, 'conv2d');
+    const padding = Array.isArray(o.padding)
+      ? { top: o.padding[0]!, bottom: o.padding[1]!, left: o.padding[2]!, right: o.padding[3]! }
+      : (o.padding as number | undefined);
+    const options = { stride: o.stride, padding };
+    const out = await this.#empty(ops.conv2dOutputShape(xt.shape, wt.shape, options));
+    await ops.conv2d(this.rec, xt, wt, b ? this.#w(b, 'conv2d') : null, out, options);
+    return this.#wrap(out);
+  }
+
+  async upsampleNearest(x: Tensor, factor: number): Promise<Tensor> {
+    const xt = this.#act(x, 'upsampleNearest').t;
+    const [n, c, h, w] = xt.shape as [number, number, number, number];
+    const out = await this.#empty([n, c, h * factor, w * factor]);
+    await ops.upsampleNearest(this.rec, xt, out);
+    return this.#wrap(out);
+  }
+
+  async timestepEmbedding(timesteps: readonly number[], dim: number, o: TimestepOptions = {}): Promise<Tensor> {
+    const out = await this.#empty([timesteps.length, dim]);
+    await ops.timestepEmbedding(this.rec, timesteps, out, o);
+    return this.#wrap(out);
+  }
+
+  async modulate(x: Tensor, shift: VectorSlice, scale: VectorSlice, rowsPerBatch: number): Promise<Tensor> {
+    const xt = this.#act(x, 'modulate').t;
+    const out = await this.#empty(xt.shape);
+    await ops.adaLNModulate(this.rec, xt, this.#slice(shift, 'modulate'), this.#slice(scale, 'modulate'), out, { rowsPerBatch });
+    return this.#wrap(out);
+  }
+
+  async gatedResidual(x: Tensor, y: Tensor, gate: VectorSlice, rowsPerBatch: number): Promise<Tensor> {
+    const xt = this.#act(x, 'gatedResidual').t;
+    const out = await this.#empty(xt.shape);
+    await ops.gatedResidual(this.rec, xt, this.#act(y, 'gatedResidual').t, this.#slice(gate, 'gatedResidual'), out, { rowsPerBatch });
+    return this.#wrap(out);
+  }
+
+  async t5Bias(weight: Weight, heads: number, lq: number, lk: number, o: T5BiasOptions): Promise<Tensor> {
+    const wt = this.#w(weight, 't5Bias');
+    if (wt.shape[0] !== o.numBuckets || wt.shape[1] !== heads) {
+      throw new RuntimeShapeError(`t5Bias: ${weight.name} is [${wt.shape.join(', ')}], not [${o.numBuckets}, ${heads}]`);
+    }
+    const out = await this.#empty([heads, lq + lk - 1]);
+    await ops.t5RelativeBias(this.rec, wt, out, { lq, lk, bidirectional: o.bidirectional, maxDistance: o.maxDistance });
+    return this.#wrap(out);
+  }
+
+  async kvCache(batch: number, capacity: number, kvHeads: number, headDim: number): Promise<KvCacheHandle> {
+    const kv = new GpuKv(this.device, await KvCache.create(this.gpu, { batch, capacity, kvHeads, headDim }));
+    this.#caches.add(kv);
+    return kv;
+  }
+
+  /** Frees a KV cache made by kvCache. */
+  dropCache(kv: KvCacheHandle): void {
+    if (kv instanceof GpuKv && this.#caches.delete(kv)) kv.cache.destroy();
+  }
+}

@@ -1,0 +1,215 @@
+import { plan as makePlan, type ExecutionMode, type Plan, type PlanDevice } from '../allocation/planner.ts';
+import { CpuKernels } from '../cpu/kernels.ts';
+import type { DeviceSet } from '../devices/device-set.ts';
+import type { GpuDevice } from '../devices/gpu-device.ts';
+import { MultiGpuError, UsageError } from '../errors.ts';
+import type { WeightSet } from '../formats/weights.ts';
+import type { BlockMap } from '../models/blocks.ts';
+import { definitionOf } from '../models/definitions.ts';
+import type { HostTensor, ModelDefinition } from '../models/program.ts';
+import { blockMapOf } from '../models/registry.ts';
+import { CpuBackend } from './cpu-backend.ts';
+import { GpuBackend } from './gpu-backend.ts';
+import { canonicalIndex, placeWeights, releasePlaced, type PlacedBlock } from './placement.ts';
+import { KvSession, Scheduler, type DeviceBackend, type RunStats } from './scheduler.ts';
+import { StagingArea } from './staging.ts';
+
+export interface LoadOptions {
+  /** The allocation string (SPEC §2); default: everything on the compute device. */
+  readonly allocation?: string;
+  readonly compute?: string;
+  readonly mode?: ExecutionMode;
+  /** Family id when detection from tensor names is not wanted. */
+  readonly family?: string;
+  readonly reserve?: number;
+  readonly embeddingsOn?: 'compute' | 'cpu';
+}
+
+/** The inputs a model was given do not match what it takes. */
+export class ModelInputError extends MultiGpuError {
+  constructor(message: string, hint: string) {
+    super('E_MODEL_INPUT', message, { hint });
+  }
+}
+
+export interface ForwardResult {
+  readonly outputs: Map<string, HostTensor>;
+  readonly stats: RunStats & { readonly stagedBytes: number; readonly ms: number };
+}
+
+export interface GenerateResult {
+  readonly tokens: number[];
+  /** Logits of the last position at each step ([vocab] each): the first from the prompt. */
+  readonly stepLogits: Float32Array[];
+  readonly ms: { readonly prefill: number; readonly decode: number };
+}
+
+/** A model whose weights sit where its plan put them, ready to run. */
+export class LoadedModel {
+  readonly name: string;
+  readonly plan: Plan;
+  readonly blockMap: BlockMap;
+  readonly definition: ModelDefinition<unknown>;
+  readonly config: unknown;
+  readonly #devices: DeviceSet;
+  readonly #placed: Map<string, PlacedBlock>;
+  readonly #cpu: () => Promise<CpuKernels>;
+  readonly #closeCpu: () => Promise<void>;
+  readonly #backends = new Map<string, DeviceBackend>();
+  readonly #staging = new Map<string, StagingArea>();
+  readonly #scheduler: Scheduler;
+  #unloaded = false;
+
+  constructor(init: {
+    name: string; plan: Plan; blockMap: BlockMap; definition: ModelDefinition<unknown>; config: unknown; devices: DeviceSet;
+    placed: Map<string, PlacedBlock>; cpu: () => Promise<CpuKernels>; closeCpu: () => Promise<void>;
+  }) {
+    this.name = init.name;
+    this.plan = init.plan;
+    this.blockMap = init.blockMap;
+    this.definition = init.definition;
+    this.config = init.config;
+    this.#devices = init.devices;
+    this.#placed = init.placed;
+    this.#cpu = init.cpu;
+    this.#closeCpu = init.closeCpu;
+    this.#scheduler = new Scheduler(this.plan, this.#placed, (d) => this.#backend(d), (d) => this.#stagingOn(d));
+  }
+
+  get unloaded(): boolean {
+    return this.#unloaded;
+  }
+
+  /** The entry points and the inputs each takes. */
+  get entries(): Record<string, { inputs: readonly string[]; optionalInputs: readonly string[] }> {
+    return Object.fromEntries(Object.entries(this.definition.entries).map(([k, e]) => [k, { inputs: e.inputs, optionalInputs: e.optionalInputs ?? [] }]));
+  }
+
+  async #backend(device: string): Promise<DeviceBackend> {
+    let b = this.#backends.get(device);
+    if (!b) {
+      b = device === 'cpu' ? new CpuBackend(await this.#cpu()) : new GpuBackend(this.#devices.get(device) as GpuDevice);
+      this.#backends.set(device, b);
+    }
+    return b;
+  }
+
+  #stagingOn(device: string): StagingArea {
+    let s = this.#staging.get(device);
+    if (!s) {
+      s = new StagingArea(this.#devices.get(device) as GpuDevice);
+      this.#staging.set(device, s);
+    }
+    return s;
+  }
+
+  #check(): void {
+    if (this.#unloaded) throw new UsageError(`model ${this.name} was unloaded`, { hint: 'load it again' });
+  }
+
+  /** Runs one entry point ('forward'; the VAE's 'encode' or 'decode'). */
+  async forward(inputs: ReadonlyMap<string, HostTensor> | Readonly<Record<string, HostTensor>>, entry = 'forward', session?: KvSession): Promise<ForwardResult> {
+    this.#check();
+    const map = inputs instanceof Map ? inputs as ReadonlyMap<string, HostTensor> : new Map(Object.entries(inputs));
+    const def = this.definition.entries[entry];
+    if (!def) {
+      throw new ModelInputError(`${this.name} (${this.definition.family}) has no entry "${entry}"`, `entries: ${Object.keys(this.definition.entries).join(', ')}`);
+    }
+    const missing = def.inputs.filter((n) => !map.has(n));
+    if (missing.length > 0) {
+      throw new ModelInputError(`${this.name} (${this.definition.family}, ${entry}) needs input(s) ${missing.join(', ')}; got ${[...map.keys()].join(', ') || 'none'}`,
+        `name the tensors as the reference implementation's arguments: ${[...def.inputs, ...(def.optionalInputs ?? [])].join(', ')}`);
+    }
+    const start = performance.now();
+    const stats: RunStats = { movedBytes: 0, moves: 0 };
+    const staged = () => [...this.#staging.values()].reduce((s, a) => s + a.copiedBytes, 0);
+    const before = staged();
+    const outputs = await this.#scheduler.run(def.steps(this.config, map), map, def.outputs(this.config, map), session, stats);
+    return { outputs, stats: { ...stats, stagedBytes: staged() - before, ms: performance.now() - start } };
+  }
+
+  /**
+   * Greedy decoding from one prompt (causal LMs): a prefill pass fills the KV caches, then one
+   * token per pass. Returns the new tokens and each step's last-position logits.
+   */
+  async generate(prompt: readonly number[], newTokens: number, o: { inputName?: string } = {}): Promise<GenerateResult> {
+    this.#check();
+    const lm = this.definition.causalLM;
+    if (!lm) throw new ModelInputError(`${this.name} (${this.definition.family}) is not a causal LM`, 'generate runs llama and gpt2 models; use forward');
+    if (prompt.length === 0) throw new ModelInputError('generate: the prompt is empty', 'give at least one token id');
+    const capacity = prompt.length + newTokens;
+    const max = lm.maxPositions(this.config);
+    if (capacity > max) throw new ModelInputError(`generate: ${capacity} positions exceed the model's ${max}`, 'shorten the prompt or ask for fewer tokens');
+    const session = new KvSession(capacity);
+    const input = o.inputName ?? 'input_ids';
+    const tokens: number[] = [];
+    const stepLogits: Float32Array[] = [];
+    const t0 = performance.now();
+    let prefill = 0;
+    try {
+      let ids = Int32Array.from(prompt);
+      for (let i = 0; i < newTokens; i++) {
+        const r = await this.forward(new Map([[input, { data: ids, shape: [1, ids.length] }]]), 'forward', session);
+        session.position += ids.length;
+        const logits = r.outputs.get(lm.logits)!;
+        const vocab = logits.shape[logits.shape.length - 1]!;
+        const last = (logits.data as Float32Array).slice(logits.data.length - vocab);
+        stepLogits.push(last);
+        let best = 0;
+        for (let v = 1; v < vocab; v++) if (last[v]! > last[best]!) best = v;
+        tokens.push(best);
+        ids = Int32Array.of(best);
+        if (i === 0) prefill = performance.now() - t0;
+      }
+    } finally {
+      session.close();
+    }
+    return { tokens, stepLogits, ms: { prefill, decode: performance.now() - t0 - prefill } };
+  }
+
+  /** Frees every weight, staging area, activation and CPU memory this model holds. */
+  async unload(): Promise<void> {
+    if (this.#unloaded) return;
+    this.#unloaded = true;
+    for (const b of this.#backends.values()) if (b instanceof GpuBackend) await b.close();
+    for (const s of this.#staging.values()) s.destroy();
+    await releasePlaced(this.#placed, this.#cpu);
+    await this.#closeCpu();
+  }
+}
+
+function planDevices(devices: DeviceSet): PlanDevice[] {
+  return devices.devices.map((d) => ({ name: d.name, capacity: d.capacity.bytes, used: d.ledger.used }));
+}
+
+/** Plans a model on the devices, loads its weights where the plan puts them, and returns it ready to run. */
+export async function loadModel(devices: DeviceSet, weights: WeightSet, options: LoadOptions = {}): Promise<LoadedModel> {
+  const blockMap = blockMapOf(weights, options.family);
+  const definition = await definitionOf(blockMap.family);
+  const config = definition.configure(weights, blockMap);
+  const compute = options.compute ?? (devices.gpus.length > 0 ? 'gpu:0' : 'cpu');
+  const plan = makePlan(blockMap, {
+    allocation: options.allocation ?? `${compute},*`,
+    devices: planDevices(devices),
+    compute,
+    mode: options.mode,
+    reserve: options.reserve,
+    embeddingsOn: options.embeddingsOn,
+    hiddenSize: typeof weights.config?.hidden_size === 'number' ? weights.config.hidden_size : undefined,
+  });
+  let kernels: Promise<CpuKernels> | null = null;
+  const cpu = () => (kernels ??= CpuKernels.create());
+  const closeCpu = async () => {
+    if (kernels) await (await kernels).close();
+    kernels = null;
+  };
+  const index = canonicalIndex(weights, definition.canonical(blockMap.scheme, weights, config));
+  let placed;
+  try {
+    placed = await placeWeights({ devices, weights, blockMap, plan, index, cpuKernels: cpu });
+  } catch (error) {
+    await closeCpu();
+    throw error;
+  }
+  return new LoadedModel({ name: weights.name, plan, blockMap, definition: definition as ModelDefinition<unknown>, config, devices, placed, cpu, closeCpu });
+}

@@ -1,0 +1,165 @@
+import type { Plan } from '../allocation/planner.ts';
+import { MultiGpuError } from '../errors.ts';
+import type { HostTensor, Step, StepContext } from '../models/program.ts';
+import type { Backend, KvCacheHandle, Tensor, Weight } from './backend.ts';
+import { CpuBackend } from './cpu-backend.ts';
+import { GpuBackend } from './gpu-backend.ts';
+import type { PlacedBlock } from './placement.ts';
+import type { StagingArea } from './staging.ts';
+
+/** A step asked for a weight, activation or input the model does not have there. */
+export class ModelGraphError extends MultiGpuError {
+  constructor(message: string) {
+    super('E_MODEL_GRAPH', message, { hint: 'a model definition reads a tensor its block does not own, or an input is missing; check the input names the model takes' });
+  }
+}
+
+export type DeviceBackend = (GpuBackend | CpuBackend) & Backend;
+
+/** KV caches of one generate session, per layer key and device. */
+export class KvSession {
+  position = 0;
+  readonly capacity: number;
+  readonly caches = new Map<string, { backend: DeviceBackend; handle: KvCacheHandle }>();
+  constructor(capacity: number) {
+    this.capacity = capacity;
+  }
+  close(): void {
+    for (const { backend, handle } of this.caches.values()) if (backend instanceof GpuBackend) backend.dropCache(handle);
+    this.caches.clear();
+  }
+}
+
+export interface RunStats {
+  /** Bytes of activations moved between devices. */
+  movedBytes: number;
+  moves: number;
+}
+
+/**
+ * Executes a model's steps on a plan: each step on its block's execution device (stream blocks
+ * on the compute device, their weights staged first), reading named activations that the
+ * scheduler moves to that device on demand (through the host: WebGPU has no peer copies) and
+ * keeps there for later readers. After each step, activations no name holds any more are freed.
+ */
+export class Scheduler {
+  constructor(
+    private readonly plan: Plan,
+    private readonly placed: ReadonlyMap<string, PlacedBlock>,
+    private readonly backendOf: (device: string) => Promise<DeviceBackend>,
+    private readonly staging: (device: string) => StagingArea,
+  ) {}
+
+  async run(steps: readonly Step[], inputs: ReadonlyMap<string, HostTensor>, outputs: readonly string[], session?: KvSession,
+    stats: RunStats = { movedBytes: 0, moves: 0 }): Promise<Map<string, HostTensor>> {
+    // name → its copies, by device ('host' for inputs)
+    const state = new Map<string, Map<string, Tensor | HostTensor>>();
+    for (const [name, t] of inputs) state.set(name, new Map([['host', t]]));
+    const used = new Set<DeviceBackend>();
+    const keepOn = (device: string): Tensor[] => [...state.values()].flatMap((copies) => {
+      const t = copies.get(device);
+      return t && 'device' in t ? [t] : [];
+    });
+    const deviceOf = (step: Step): string => {
+      if (step.block === null) return this.plan.compute;
+      const p = this.placed.get(step.block);
+      if (!p) throw new ModelGraphError(`a step runs block "${step.block}", which the model's block map does not have`);
+      return p.placement.execDevice;
+    };
+    const streamed = (step: Step | undefined): PlacedBlock | null => {
+      if (!step || step.block === null) return null;
+      const p = this.placed.get(step.block)!;
+      return p.placement.exec === 'stream' ? p : null;
+    };
+    try {
+      for (let i = 0; i < steps.length; i++) {
+        const step = steps[i]!;
+        const device = deviceOf(step);
+        const backend = await this.backendOf(device);
+        used.add(backend);
+        const block = step.block === null ? null : this.placed.get(step.block)!;
+        let weights: ReadonlyMap<string, Weight> = block?.weights ?? new Map();
+        const stream = streamed(step);
+        if (stream) {
+          const area = this.staging(device);
+          weights = await area.stage(stream);
+          const next = steps.slice(i + 1).find((s) => s.block !== step.block);
+          const prefetch = streamed(next);
+          if (prefetch) await area.stage(prefetch);
+        }
+        const get = async (name: string): Promise<Tensor> => {
+          const copies = state.get(name);
+          if (!copies) throw new ModelGraphError(`block ${step.block ?? '(none)'} reads "${name}", which no earlier step set and no input gave`);
+          const here = copies.get(device);
+          if (here) return here as Tensor;
+          const [from, t] = copies.entries().next().value as [string, Tensor | HostTensor];
+          let data: Float32Array | Int32Array;
+          let shape: readonly number[];
+          if (from === 'host') {
+            data = (t as HostTensor).data;
+            shape = (t as HostTensor).shape;
+          } else {
+            const src = t as Tensor;
+            const f = await (await this.backendOf(from)).download(src);
+            data = src.dtype === 'i32' ? Int32Array.from(f) : f;
+            shape = src.shape;
+            stats.movedBytes += f.byteLength;
+            stats.moves++;
+          }
+          const moved = await backend.upload(data, shape);
+          copies.set(device, moved);
+          return moved;
+        };
+        const ctx: StepContext = {
+          b: backend,
+          w: (name) => {
+            const w = weights.get(name);
+            if (!w) {
+              throw new ModelGraphError(block && !block.names.has(name)
+                ? `block ${step.block} reads weight "${name}", which belongs to another block (its own: ${[...block.names].slice(0, 6).join(', ')}${block.names.size > 6 ? ', …' : ''})`
+                : `block ${step.block ?? '(none)'} reads weight "${name}", which the checkpoint does not have`);
+            }
+            return w;
+          },
+          has: (name) => weights.has(name),
+          get,
+          exists: (name) => state.has(name),
+          set: (name, t) => {
+            if (t.device !== device) throw new ModelGraphError(`block ${step.block} set "${name}" to a tensor on ${t.device}, not ${device}`);
+            state.set(name, new Map([[device, t]]));
+          },
+          input: (name) => {
+            const t = inputs.get(name);
+            if (!t) throw new ModelGraphError(`the model needs input "${name}"`);
+            return t;
+          },
+          position: session?.position ?? 0,
+          kv: async (key, batch, kvHeads, headDim) => {
+            if (!session) return undefined;
+            const id = `${key}@${device}`;
+            let c = session.caches.get(id);
+            if (!c) {
+              c = { backend, handle: await backend.kvCache(batch, session.capacity, kvHeads, headDim) };
+              session.caches.set(id, c);
+            }
+            return c.handle;
+          },
+        };
+        await step.run(ctx);
+        if (backend instanceof GpuBackend) await backend.collect(keepOn(device));
+        if (stream && steps[i + 1]?.block !== step.block) this.staging(device).release(stream.placement.name);
+      }
+      const result = new Map<string, HostTensor>();
+      for (const name of outputs) {
+        const copies = state.get(name);
+        if (!copies) throw new ModelGraphError(`the model did not produce output "${name}"`);
+        const [from, t] = copies.entries().next().value as [string, Tensor | HostTensor];
+        if (from === 'host') result.set(name, t as HostTensor);
+        else result.set(name, { data: await (await this.backendOf(from)).download(t as Tensor), shape: [...(t as Tensor).shape] });
+      }
+      return result;
+    } finally {
+      for (const b of used) if (b instanceof GpuBackend) await b.collect([]);
+    }
+  }
+}
