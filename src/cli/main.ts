@@ -4,6 +4,7 @@ import { MultiGpuError, UsageError } from '../errors.ts';
 import { devicesCommand } from './devices.ts';
 import { planCommand } from './plan.ts';
 import { benchCommand, BENCHMARKS } from './bench.ts';
+import { defaultModel, forwardCommand, generateCommand, type ModelRunOptions } from './run.ts';
 
 const USAGE = `usage: multigpu <command> [options]
 
@@ -24,6 +25,17 @@ commands:
             --virtual-vram SIZE --donors LIST   simple mode
             --embeddings-on-cpu keep embedding tables on cpu
             --family ID  --variant NAME  --offline  --json
+  generate  greedy tokens from a causal LM, split over the devices; prints the placement and timings
+            --model PATH        default: the bundled tiny Llama (models/llama-tiny)
+            --prompt IDS        token ids, e.g. 1,2,3 (default: the bundled model's reference prompt)
+            --tokens N          new tokens (default 8)
+            --alloc STRING      default "gpu:0,50%;cpu,*"
+            --weights FILE --compute DEVICE --mode stream|pipeline|auto --memory LIST --reserve SIZE --family ID
+  forward   run a model on inputs named as the reference implementation names them
+            --model PATH --inputs FILE.safetensors --out FILE.safetensors
+            --weights FILE      a weights file in the model folder (model.bf16.safetensors, model.gguf)
+            --alloc STRING      default: everything on the compute device
+            --compute DEVICE --mode stream|pipeline|auto --memory LIST --reserve SIZE --family ID
   bench     run a benchmark (checked against its baseline first) and print ours / baseline / ratio
             NAME                ${Object.keys(BENCHMARKS).join(' | ')}
             --out FILE          also write the results JSON there
@@ -91,6 +103,55 @@ async function planSubcommand(args: string[]): Promise<number> {
   return 0;
 }
 
+const MODEL_OPTIONS = {
+  model: { type: 'string' },
+  weights: { type: 'string' },
+  alloc: { type: 'string' },
+  compute: { type: 'string' },
+  mode: { type: 'string' },
+  memory: { type: 'string' },
+  reserve: { type: 'string' },
+  family: { type: 'string' },
+} as const;
+
+function modelOptions(values: Record<string, unknown>, model: string): ModelRunOptions {
+  return {
+    model, weights: values.weights as string | undefined, alloc: values.alloc as string | undefined, compute: values.compute as string | undefined,
+    mode: values.mode as string | undefined, memory: values.memory as string | undefined, reserve: values.reserve as string | undefined,
+    family: values.family as string | undefined,
+  };
+}
+
+async function forwardSubcommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { ...MODEL_OPTIONS, inputs: { type: 'string' }, out: { type: 'string' } }, strict: true, allowPositionals: false });
+  if (values.model === undefined || values.inputs === undefined || values.out === undefined) {
+    throw new UsageError('forward needs --model <folder|file> --inputs <file.safetensors> --out <file.safetensors>');
+  }
+  process.stdout.write(`${await forwardCommand({ ...modelOptions(values, values.model), inputs: values.inputs, out: values.out })}\n`);
+  return 0;
+}
+
+function parseIds(text: string): number[] {
+  const ids = text.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (ids.length === 0 || ids.some((v) => !Number.isInteger(v) || v < 0)) {
+    throw new UsageError(`--prompt "${text}" is not a list of token ids`, { hint: 'give non-negative integers separated by commas, e.g. --prompt 1,15043,3186' });
+  }
+  return ids;
+}
+
+async function generateSubcommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { ...MODEL_OPTIONS, prompt: { type: 'string' }, tokens: { type: 'string', default: '8' } }, strict: true, allowPositionals: false });
+  const tokens = Number(values.tokens);
+  if (!Number.isInteger(tokens) || tokens < 1) throw new UsageError(`--tokens "${values.tokens}" is not a positive integer`);
+  const fallback = values.model === undefined ? await defaultModel() : null;
+  const model = values.model ?? fallback!.path;
+  const prompt = values.prompt !== undefined ? parseIds(values.prompt) : fallback?.prompt;
+  if (!prompt) throw new UsageError('generate needs --prompt <ids> for a model other than the bundled one');
+  const alloc = values.alloc ?? 'gpu:0,50%;cpu,*';
+  process.stdout.write(`${await generateCommand({ ...modelOptions(values, model), alloc, prompt, tokens, reference: fallback?.reference })}\n`);
+  return 0;
+}
+
 async function benchSubcommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { out: { type: 'string' } }, strict: true, allowPositionals: true });
   process.stdout.write(`${await benchCommand(positionals[0], values.out)}\n`);
@@ -106,6 +167,10 @@ async function main(argv: string[]): Promise<number> {
       return planSubcommand(rest);
     case 'bench':
       return benchSubcommand(rest);
+    case 'forward':
+      return forwardSubcommand(rest);
+    case 'generate':
+      return generateSubcommand(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -118,7 +183,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** Codes of errors about what the user typed, as opposed to what this machine can do. */
-const BAD_INPUT = new Set(['E_USAGE', 'E_BYTE_SIZE', 'E_UNKNOWN_DEVICE', 'E_WEIGHTS_FORMAT', 'E_WEIGHTS_NOT_FOUND',
+const BAD_INPUT = new Set(['E_USAGE', 'E_MODEL_INPUT', 'E_BYTE_SIZE', 'E_UNKNOWN_DEVICE', 'E_WEIGHTS_FORMAT', 'E_WEIGHTS_NOT_FOUND',
   'E_UNKNOWN_MODEL', 'E_UNMAPPED_TENSORS', 'E_PLAN_CAPACITY']);
 
 function isBadInput(error: MultiGpuError): boolean {
