@@ -67,6 +67,7 @@ export class GpuBackend implements Backend {
   #rec: KernelRecorder | null = null;
   #live = new Set<TrackedBuffer>();
   #ropeTables = new WeakMap<Float32Array, RopeTable>();
+  #tables: GpuTensor[] = [];
   #caches = new Set<GpuKv>();
 
   constructor(gpu: GpuDevice) {
@@ -108,6 +109,9 @@ export class GpuBackend implements Backend {
     await this.collect([]);
     for (const kv of this.#caches) kv.cache.destroy();
     this.#caches.clear();
+    for (const t of this.#tables) t.destroy();
+    this.#tables = [];
+    this.#ropeTables = new WeakMap();
   }
 
   async #empty(shape: readonly number[], dtype: 'f32' | 'i32' = 'f32', label = 'activation'): Promise<GpuTensor> {
@@ -268,6 +272,7 @@ export class GpuBackend implements Backend {
       const tensor = await uploadTensor(this.gpu, spec.table, [spec.rows, spec.rotaryDim / 2, 2], 'f32', { label: 'rope.table' });
       table = { tensor, rows: spec.rows, rotaryDim: spec.rotaryDim, mode: spec.mode };
       this.#ropeTables.set(spec.table, table);
+      this.#tables.push(tensor);
     }
     const width = xt.shape[xt.shape.length - 1]!;
     if (width % headDim !== 0) throw new RuntimeShapeError(`rope: the last dim ${width} is not a multiple of head dim ${headDim}`);
