@@ -30,3 +30,9 @@ export { defaultAllocator, CountingAllocator, type ByteAllocator } from './forma
 export { blockMapOf, MODEL_FAMILIES } from './models/registry.ts';
 export { UnknownModelError, UnmappedTensorsError, type Block, type BlockMap, type ModelFamily } from './models/blocks.ts';
 export * from './cpu/index.ts';
+export { loadModel, LoadedModel, ModelInputError, type LoadOptions, type ForwardResult, type GenerateResult } from './runtime/model.ts';
+export { ModelGraphError, type RunStats } from './runtime/scheduler.ts';
+export { RuntimeShapeError } from './runtime/shapes.ts';
+export type { Backend, Tensor, Weight, RopeSpec, AttentionOptions as BackendAttentionOptions, KvCacheHandle } from './runtime/backend.ts';
+export type { ModelDefinition, Step, StepContext, HostTensor, CanonicalTensor, EntryDefinition } from './models/program.ts';
+export { definitionOf } from './models/definitions.ts';
