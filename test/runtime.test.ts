@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { openWeights } from '../src/formats/open-weights.ts';
 import { loadModel, ModelInputError } from '../src/runtime/model.ts';
+import { measuredCostModel } from '../src/runtime/measure.ts';
 import { expectedOf, fixtureDevices } from './models/harness.ts';
 import { fixturePath } from './fixtures.ts';
 
@@ -59,6 +60,34 @@ describe('runtime', () => {
       await model.unload();
       await weights.close();
     }
+  });
+
+  it('auto mode decides per block from figures measured on these devices, and runs what it chose', async () => {
+    const set = await fixtureDevices();
+    const weights = await openWeights(LLAMA);
+    const gpuBefore = set.gpus[0]!.ledger.used;
+    const model = await loadModel(set, weights, { allocation: 'gpu:0,50%;cpu,*' });
+    try {
+      // loadModel measured; asking again returns the same figures without measuring (or touching the cpu) again.
+      const m = await measuredCostModel(set, 'gpu:0', async () => { throw new Error('not measured again'); });
+      expect(m.measured).toBe(true);
+      for (const v of [m.hostToGpuBytesPerSecond, m.gpuFlopsPerSecond, m.cpuFlopsPerSecond, m.hopSeconds]) expect(v > 0 && Number.isFinite(v), String(v)).toBe(true);
+      expect(model.plan.mode).toBe('auto');
+      const offDevice = model.plan.blocks.filter((b) => b.device === 'cpu');
+      expect(offDevice.length).toBe(3);
+      // Each choice is the cheaper of the two under the measured figures, and the reason says both times.
+      for (const b of offDevice) {
+        expect(b.reason).toMatch(/^(stream|pipeline): .* takes [\d.]+ ms a pass, .* [\d.]+ ms$/);
+        expect(b.exec === 'stream' ? b.execDevice : 'cpu').toBe(b.exec === 'stream' ? 'gpu:0' : b.execDevice);
+      }
+      const r = await model.forward({ input_ids: (await expectedOf('llama-tiny')).get('input_ids')! });
+      expect(r.outputs.get('logits')!.shape).toEqual([2, 11, 256]);
+    } finally {
+      await model.unload();
+      await weights.close();
+    }
+    expect(set.gpus[0]!.ledger.entries().filter((e) => e.label.startsWith('measure.'))).toEqual([]);
+    expect(set.gpus[0]!.ledger.used).toBeLessThanOrEqual(gpuBefore + 64);
   });
 
   it('missing inputs, unknown entries and a non-LM generate are typed errors that say what to pass', async () => {

@@ -3,9 +3,9 @@
  * compute device every pass (stream) against running it where it is stored and moving only
  * activations (pipeline).
  *
- * The default figures are written-down estimates, not measurements: the stream issue replaces
- * them with figures measured on the machine (bench/). Bandwidths in bytes/s, throughputs in
- * FLOP/s.
+ * The default figures are written-down estimates, used by `multigpu plan` (which runs nothing);
+ * `loadModel` in auto mode replaces them with figures measured on the devices it loads onto
+ * (src/runtime/measure.ts). Bandwidths in bytes/s, throughputs in FLOP/s.
  */
 export interface CostModel {
   /** Host-visible (pinned) buffer → GPU, a DMA over the link. PCIe 4.0 x16 in practice. */

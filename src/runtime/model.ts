@@ -1,3 +1,4 @@
+import type { CostModel } from '../allocation/cost-model.ts';
 import { plan as makePlan, type ExecutionMode, type Plan, type PlanDevice } from '../allocation/planner.ts';
 import { CpuKernels } from '../cpu/kernels.ts';
 import type { DeviceSet } from '../devices/device-set.ts';
@@ -11,6 +12,7 @@ import { blockMapOf } from '../models/registry.ts';
 import { CpuBackend } from './cpu-backend.ts';
 import { GpuBackend } from './gpu-backend.ts';
 import { canonicalIndex, placeWeights, releasePlaced, type PlacedBlock } from './placement.ts';
+import { measuredCostModel } from './measure.ts';
 import { KvSession, Scheduler, type DeviceBackend, type RunStats } from './scheduler.ts';
 import { StagingArea } from './staging.ts';
 
@@ -23,6 +25,10 @@ export interface LoadOptions {
   readonly family?: string;
   readonly reserve?: number;
   readonly embeddingsOn?: 'compute' | 'cpu';
+  /** Auto mode: the cost model (default: measured on these devices once, see measure.ts). */
+  readonly costModel?: CostModel;
+  /** Auto mode: tokens (or latent positions) one pass computes, which weighs compute against copies. Default 512. */
+  readonly tokensPerPass?: number;
 }
 
 /** The inputs a model was given do not match what it takes. */
@@ -188,28 +194,30 @@ export async function loadModel(devices: DeviceSet, weights: WeightSet, options:
   const definition = await definitionOf(blockMap.family);
   const config = definition.configure(weights, blockMap);
   const compute = options.compute ?? (devices.gpus.length > 0 ? 'gpu:0' : 'cpu');
-  const plan = makePlan(blockMap, {
-    allocation: options.allocation ?? `${compute},*`,
-    devices: planDevices(devices),
-    compute,
-    mode: options.mode,
-    reserve: options.reserve,
-    embeddingsOn: options.embeddingsOn,
-    hiddenSize: typeof weights.config?.hidden_size === 'number' ? weights.config.hidden_size : undefined,
-  });
   let kernels: Promise<CpuKernels> | null = null;
   const cpu = () => (kernels ??= CpuKernels.create());
   const closeCpu = async () => {
     if (kernels) await (await kernels).close();
     kernels = null;
   };
-  const index = canonicalIndex(weights, definition.canonical(blockMap.scheme, weights, config));
-  let placed;
   try {
-    placed = await placeWeights({ devices, weights, blockMap, plan, index, cpuKernels: cpu });
+    const auto = (options.mode ?? 'auto') === 'auto' && compute !== 'cpu';
+    const costModel = options.costModel ?? (auto ? await measuredCostModel(devices, compute, cpu, options.tokensPerPass) : undefined);
+    const plan = makePlan(blockMap, {
+      allocation: options.allocation ?? `${compute},*`,
+      devices: planDevices(devices),
+      compute,
+      mode: options.mode,
+      reserve: options.reserve,
+      embeddingsOn: options.embeddingsOn,
+      costModel,
+      hiddenSize: typeof weights.config?.hidden_size === 'number' ? weights.config.hidden_size : undefined,
+    });
+    const index = canonicalIndex(weights, definition.canonical(blockMap.scheme, weights, config));
+    const placed = await placeWeights({ devices, weights, blockMap, plan, index, cpuKernels: cpu });
+    return new LoadedModel({ name: weights.name, plan, blockMap, definition: definition as ModelDefinition<unknown>, config, devices, placed, cpu, closeCpu });
   } catch (error) {
     await closeCpu();
     throw error;
   }
-  return new LoadedModel({ name: weights.name, plan, blockMap, definition: definition as ModelDefinition<unknown>, config, devices, placed, cpu, closeCpu });
 }
