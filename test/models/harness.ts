@@ -7,6 +7,7 @@ import type { ExecutionMode } from '../../src/allocation/planner.ts';
 import { openSafetensors } from '../../src/formats/safetensors.ts';
 import { openWeights } from '../../src/formats/open-weights.ts';
 import type { HostTensor } from '../../src/models/program.ts';
+import type { WeightSet } from '../../src/formats/weights.ts';
 import { loadModel, type LoadedModel, type LoadOptions } from '../../src/runtime/model.ts';
 import { fixturePath } from '../fixtures.ts';
 
@@ -52,6 +53,8 @@ export async function expectedOf(fixture: string): Promise<Map<string, HostTenso
 
 export interface FixtureRun {
   readonly model: LoadedModel;
+  /** Open while `keep` holds the model: close it after unloading. */
+  readonly weights: WeightSet;
   readonly outputs: Map<string, HostTensor>;
   readonly expected: Map<string, HostTensor>;
 }
@@ -70,7 +73,7 @@ export async function runFixture(fixture: string, o: LoadOptions & { weightsFile
     const names = o.inputs ?? [...entry.inputs, ...(entry.optionalInputs ?? [])];
     const inputs = new Map([...expected].filter(([name]) => names.includes(name)));
     const { outputs } = await model.forward(inputs, o.entry ?? 'forward');
-    return { model, outputs, expected };
+    return { model, weights, outputs, expected };
   } finally {
     if (!o.keep) {
       await model.unload();
