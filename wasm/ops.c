@@ -122,23 +122,38 @@ static void rms_norm_row(const f32 *x, const f32 *w, f32 *y, int cols, f32 eps) 
 }
 
 /** Mean and 1/sqrt(biased variance + eps) of n values, two passes. */
+// Two passes (mean, then squared deviations). Each 1024-value block is summed in f32 lanes and
+// its total added in f64: one f32 running sum over a GroupNorm group of 4 Mi values (a 1024²
+// image) rounds every addition the same way and drifts by whole units at a mean of 1e3.
+#define MOMENT_BLOCK 1024
 static void moments(const f32 *x, int n, f32 eps, f32 *mean, f32 *rstd) {
-  v128 s = wasm_f32x4_splat(0);
-  int c = 0;
-  for (; c + 4 <= n; c += 4) s = wasm_f32x4_add(s, wasm_v128_load(x + c));
-  f32 sum = hsum(s);
-  for (; c < n; c++) sum += x[c];
-  const f32 m = sum / (f32)n;
-  const v128 vm = wasm_f32x4_splat(m);
-  s = wasm_f32x4_splat(0);
-  for (c = 0; c + 4 <= n; c += 4) {
-    v128 d = wasm_f32x4_sub(wasm_v128_load(x + c), vm);
-    s = wasm_f32x4_add(s, wasm_f32x4_mul(d, d));
+  double sum = 0;
+  for (int c0 = 0; c0 < n; c0 += MOMENT_BLOCK) {
+    const int end = c0 + MOMENT_BLOCK < n ? c0 + MOMENT_BLOCK : n;
+    v128 s = wasm_f32x4_splat(0);
+    int c = c0;
+    for (; c + 4 <= end; c += 4) s = wasm_f32x4_add(s, wasm_v128_load(x + c));
+    f32 block = hsum(s);
+    for (; c < end; c++) block += x[c];
+    sum += block;
   }
-  f32 sq = hsum(s);
-  for (; c < n; c++) sq += (x[c] - m) * (x[c] - m);
+  const f32 m = (f32)(sum / n);
+  const v128 vm = wasm_f32x4_splat(m);
+  double sq = 0;
+  for (int c0 = 0; c0 < n; c0 += MOMENT_BLOCK) {
+    const int end = c0 + MOMENT_BLOCK < n ? c0 + MOMENT_BLOCK : n;
+    v128 s = wasm_f32x4_splat(0);
+    int c = c0;
+    for (; c + 4 <= end; c += 4) {
+      v128 d = wasm_f32x4_sub(wasm_v128_load(x + c), vm);
+      s = wasm_f32x4_add(s, wasm_f32x4_mul(d, d));
+    }
+    f32 block = hsum(s);
+    for (; c < end; c++) block += (x[c] - m) * (x[c] - m);
+    sq += block;
+  }
   *mean = m;
-  *rstd = 1.0f / __builtin_sqrtf(sq / (f32)n + eps);
+  *rstd = 1.0f / __builtin_sqrtf((f32)(sq / n) + eps);
 }
 
 // layer norm: p0 x, p1 w, p2 b, p3 out, p4 cols, p5 eps, p6 shift, p7 scale (modulation, 0 = none),

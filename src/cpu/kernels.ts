@@ -146,6 +146,8 @@ export class CpuKernels {
   private work: CpuMemory | null = null;
   private nextSlot = 0;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Emptied memories kept for reuse (at most SPARE_MEMORIES), not counted by memoryInfo. */
+  private readonly spares: CpuMemory[] = [];
   private closed = false;
   private alwaysWake = false;
 
@@ -195,6 +197,13 @@ export class CpuKernels {
   }
 
   private async newMemory(initialBytes: number): Promise<CpuMemory> {
+    // A shared memory is freed only when every worker's isolate collects it, which idle workers
+    // rarely do: memories a load/unload cycle left empty are kept (a few) and reused instead.
+    const spare = this.spares.pop();
+    if (spare) {
+      this.memories.push(spare);
+      return spare;
+    }
     const memory = new CpuMemory(this.nextSlot++, this.heapBase, this.threads, this.memoryLimit, this.shared, initialBytes);
     const instance = new WebAssembly.Instance(this.module, { env: { memory: memory.memory } });
     (instance.exports.__stack_pointer as WebAssembly.Global).value = memory.stackTops[0]!;
@@ -207,6 +216,10 @@ export class CpuKernels {
   private async dropMemory(memory: CpuMemory): Promise<void> {
     const i = this.memories.indexOf(memory);
     if (i >= 0) this.memories.splice(i, 1);
+    if (this.spares.length < SPARE_MEMORIES && memory.liveAllocations === 0) {
+      this.spares.push(memory);
+      return;
+    }
     memory.instance = null;
     await this.pool.broadcast(() => ({ type: 'drop', slot: memory.slot }));
   }
@@ -778,12 +791,16 @@ export class CpuKernels {
     await this.queue;
     this.closed = true;
     this.memories.length = 0;
+    this.spares.length = 0;
     this.work = null;
     await this.pool.close();
   }
 }
 
 export { CpuMemory };
+
+/** Emptied WebAssembly memories kept for the next load (see newMemory). */
+const SPARE_MEMORIES = 2;
 
 export type CpuActivation = 'gelu' | 'gelu_tanh' | 'quick_gelu' | 'silu';
 export type CpuBinaryOp = 'add' | 'sub' | 'mul' | 'div';
