@@ -5,6 +5,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // Dawn is a native addon: one process per file keeps each file's instances its own.
     pool: 'forks',
+    // The soak test reads RSS after a full collection.
+    execArgv: ['--expose-gc'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     env: {

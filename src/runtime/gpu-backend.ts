@@ -98,6 +98,15 @@ export class GpuBackend implements Backend {
     }
   }
 
+  /** Bytes it holds on the GPU's ledger: live activations, RoPE tables, KV caches. */
+  get heldBytes(): number {
+    let n = 0;
+    for (const s of this.#live) n += s.bytes;
+    for (const t of this.#tables) n += t.storage.bytes;
+    for (const kv of this.#caches) n += kv.cache.k.storage.bytes + kv.cache.v.storage.bytes;
+    return n;
+  }
+
   /** Frees one activation now (it must not be used again). */
   release(t: Tensor): void {
     const a = this.#act(t, 'release');
@@ -268,6 +277,9 @@ export class GpuBackend implements Backend {
   async rope(x: Tensor, spec: RopeSpec, headDim: number, positionOffset = 0): Promise<Tensor> {
     const xt = this.#act(x, 'rope').t;
     let table = this.#ropeTables.get(spec.table);
+    if (table && (table.mode !== spec.mode || table.rotaryDim !== spec.rotaryDim || table.rows !== spec.rows)) {
+      throw new RuntimeShapeError(`rope: one table array given as two specs (${table.mode}/${table.rotaryDim}/${table.rows} and ${spec.mode}/${spec.rotaryDim}/${spec.rows}); build a table per spec`);
+    }
     if (!table) {
       const tensor = await uploadTensor(this.gpu, spec.table, [spec.rows, spec.rotaryDim / 2, 2], 'f32', { label: 'rope.table' });
       table = { tensor, rows: spec.rows, rotaryDim: spec.rotaryDim, mode: spec.mode };

@@ -115,12 +115,17 @@ export function measuredCostModel(devices: DeviceSet, compute: string, kernels: 
     m = (async () => {
       const gpu = devices.get(compute) as GpuDevice;
       const other = devices.gpus.find((g) => g !== gpu);
+      const d = DEFAULT_COST_MODEL;
+      // A device declared too small for a probe keeps the written-down figure for it.
+      const free = (g: GpuDevice) => g.capacity.bytes - g.ledger.used;
+      const probe = (g: GpuDevice) => Math.min(8 << 20, Math.floor(free(g) / 4 / 256) * 256);
+      const fits = (g: GpuDevice, bytes: number) => bytes >= 64 << 10 && bytes <= free(g);
       return {
         measured: true as const,
         compute,
-        hostToGpuBytesPerSecond: await hostToGpu(gpu, 8 << 20),
-        gpuToGpuBytesPerSecond: other ? await gpuToGpu(other, gpu, 4 << 20) : DEFAULT_COST_MODEL.gpuToGpuBytesPerSecond,
-        gpuFlopsPerSecond: await gpuFlops(gpu, 256, 512, 512),
+        hostToGpuBytesPerSecond: fits(gpu, 2 * probe(gpu)) ? await hostToGpu(gpu, probe(gpu)) : d.hostToGpuBytesPerSecond,
+        gpuToGpuBytesPerSecond: other && fits(other, 2 * probe(other)) && fits(gpu, probe(other)) ? await gpuToGpu(other, gpu, probe(other)) : d.gpuToGpuBytesPerSecond,
+        gpuFlopsPerSecond: fits(gpu, 4 * (256 * 512 * 2 + 512 * 512) + (64 << 10)) ? await gpuFlops(gpu, 256, 512, 512) : d.gpuFlopsPerSecond,
         cpuFlopsPerSecond: await cpuFlops(await kernels(), 64, 512, 512),
         hopSeconds: await hop(gpu),
         tokensPerPass,

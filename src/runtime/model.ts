@@ -10,7 +10,7 @@ import { definitionOf } from '../models/definitions.ts';
 import type { HostTensor, ModelDefinition } from '../models/program.ts';
 import { blockMapOf } from '../models/registry.ts';
 import { CpuBackend } from './cpu-backend.ts';
-import { GpuBackend } from './gpu-backend.ts';
+import { GpuBackend, GpuWeight } from './gpu-backend.ts';
 import { canonicalIndex, placeWeights, releasePlaced, type PlacedBlock } from './placement.ts';
 import { measuredCostModel } from './measure.ts';
 import { KvSession, Scheduler, type DeviceBackend, type RunStats } from './scheduler.ts';
@@ -29,6 +29,10 @@ export interface LoadOptions {
   readonly costModel?: CostModel;
   /** Auto mode: tokens (or latent positions) one pass computes, which weighs compute against copies. Default 512. */
   readonly tokensPerPass?: number;
+  /** The cpu device's kernels, shared between models (the manager's); default: the model's own, closed on unload. */
+  readonly cpuKernels?: () => Promise<CpuKernels>;
+  /** Devices the plan must not use (lost GPUs). */
+  readonly excludeDevices?: readonly string[];
 }
 
 /** The inputs a model was given do not match what it takes. */
@@ -173,6 +177,24 @@ export class LoadedModel {
     return { tokens, stepLogits, ms: { prefill, decode: performance.now() - t0 - prefill } };
   }
 
+  /** Bytes this model holds on each device's ledger: weights, host-visible copies (cpu), staging areas, tables. */
+  heldBytes(): Record<string, number> {
+    const held: Record<string, number> = {};
+    const add = (device: string, bytes: number) => (held[device] = (held[device] ?? 0) + bytes);
+    const seen = new Set<unknown>();
+    for (const b of this.#placed.values()) {
+      for (const w of [...b.weights.values(), ...b.donor.values()]) {
+        if (!(w instanceof GpuWeight) || seen.has(w.t.storage)) continue;
+        seen.add(w.t.storage);
+        add(w.device, w.t.storage.bytes);
+      }
+      for (const h of b.hostVisible.values()) add('cpu', h.buffer.bytes);
+    }
+    for (const [device, s] of this.#staging) add(device, s.heldBytes);
+    for (const [device, b] of this.#backends) if (b instanceof GpuBackend) add(device, b.heldBytes);
+    return held;
+  }
+
   /** Frees every weight, staging area, activation and CPU memory this model holds. */
   async unload(): Promise<void> {
     if (this.#unloaded) return;
@@ -184,8 +206,8 @@ export class LoadedModel {
   }
 }
 
-function planDevices(devices: DeviceSet): PlanDevice[] {
-  return devices.devices.map((d) => ({ name: d.name, capacity: d.capacity.bytes, used: d.ledger.used }));
+function planDevices(devices: DeviceSet, exclude: readonly string[] = []): PlanDevice[] {
+  return devices.devices.filter((d) => !exclude.includes(d.name)).map((d) => ({ name: d.name, capacity: d.capacity.bytes, used: d.ledger.used }));
 }
 
 /** Plans a model on the devices, loads its weights where the plan puts them, and returns it ready to run. */
@@ -195,7 +217,7 @@ export async function loadModel(devices: DeviceSet, weights: WeightSet, options:
   const config = definition.configure(weights, blockMap);
   const compute = options.compute ?? (devices.gpus.length > 0 ? 'gpu:0' : 'cpu');
   let kernels: Promise<CpuKernels> | null = null;
-  const cpu = () => (kernels ??= CpuKernels.create());
+  const cpu = options.cpuKernels ?? (() => (kernels ??= CpuKernels.create()));
   const closeCpu = async () => {
     if (kernels) await (await kernels).close();
     kernels = null;
@@ -205,7 +227,7 @@ export async function loadModel(devices: DeviceSet, weights: WeightSet, options:
     const costModel = options.costModel ?? (auto ? await measuredCostModel(devices, compute, cpu, options.tokensPerPass) : undefined);
     const plan = makePlan(blockMap, {
       allocation: options.allocation ?? `${compute},*`,
-      devices: planDevices(devices),
+      devices: planDevices(devices, options.excludeDevices),
       compute,
       mode: options.mode,
       reserve: options.reserve,

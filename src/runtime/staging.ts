@@ -72,6 +72,14 @@ export class StagingArea {
     }
   }
 
+  /** Bytes of its buffers (pooled and in use), on the GPU's ledger. */
+  get heldBytes(): number {
+    let n = 0;
+    for (const s of this.#staged.values()) for (const b of s.buffers) n += b.bytes;
+    for (const list of this.#free.values()) for (const b of list) n += b.bytes;
+    return n;
+  }
+
   /** Frees every staging buffer. */
   destroy(): void {
     for (const s of this.#staged.values()) for (const b of s.buffers) b.destroy();
