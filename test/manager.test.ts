@@ -131,7 +131,7 @@ describe('ModelManager', () => {
       await manager.load('llama', await openWeights(fixturePath('llama-tiny')), { allocation: 'gpu:1,50%;gpu:0,*', compute: 'gpu:1', mode: 'pipeline' });
       await manager.load('clip', await openWeights(fixturePath('clip-text-tiny')), { allocation: 'gpu:0,*', compute: 'gpu:0' });
       const clipBefore = (await manager.forward('clip', clipIn)).outputs;
-      expect(manager.list().find((m) => m.name === 'llama')!.devices.sort()).toEqual(['gpu:0', 'gpu:1']);
+      expect([...manager.list().find((m) => m.name === 'llama')!.devices].sort()).toEqual(['gpu:0', 'gpu:1']);
 
       set.gpus[1]!.device.destroy();
       await set.gpus[1]!.device.lost;
