@@ -4,7 +4,7 @@ import { MultiGpuError, UsageError } from '../errors.ts';
 import { devicesCommand } from './devices.ts';
 import { planCommand } from './plan.ts';
 import { benchCommand, BENCHMARKS } from './bench.ts';
-import { defaultModel, forwardCommand, generateCommand, type ModelRunOptions } from './run.ts';
+import { defaultModel, forwardCommand, generateCommand, parseStage, runCommand, type ModelRunOptions } from './run.ts';
 
 const USAGE = `usage: multigpu <command> [options]
 
@@ -36,6 +36,11 @@ commands:
             --weights FILE      a weights file in the model folder (model.bf16.safetensors, model.gguf)
             --alloc STRING      default: everything on the compute device
             --compute DEVICE --mode stream|pipeline|auto --memory LIST --reserve SIZE --family ID
+  run       several models in one invocation, chained on named tensors, in one model manager
+            --stage "NAME: model=PATH [alloc=STRING] [mode=..] [compute=..] [entry=..] [keep=true|false] [in=INPUT<-STAGE.OUTPUT,..]"
+                                (repeat, in order; inputs not mapped come from --inputs under their own name)
+            --inputs FILE.safetensors --out FILE.safetensors --memory LIST
+            --log               print the manager's unload lines (also MULTIGPU_LOG=1)
   bench     run a benchmark (checked against its baseline first) and print ours / baseline / ratio
             NAME                ${Object.keys(BENCHMARKS).join(' | ')}
             --out FILE          also write the results JSON there
@@ -152,6 +157,18 @@ async function generateSubcommand(args: string[]): Promise<number> {
   return 0;
 }
 
+async function runSubcommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { stage: { type: 'string', multiple: true }, inputs: { type: 'string' }, out: { type: 'string' }, memory: { type: 'string' }, log: { type: 'boolean', default: false } },
+    strict: true, allowPositionals: false,
+  });
+  if (!values.stage?.length || values.out === undefined) throw new UsageError('run needs at least one --stage "NAME: model=PATH ..." and --out <file.safetensors>');
+  const stages = values.stage.map(parseStage);
+  process.stdout.write(`${await runCommand({ stages, inputs: values.inputs, out: values.out, memory: values.memory, log: values.log || process.env.MULTIGPU_LOG === '1' })}\n`);
+  return 0;
+}
+
 async function benchSubcommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, options: { out: { type: 'string' } }, strict: true, allowPositionals: true });
   process.stdout.write(`${await benchCommand(positionals[0], values.out)}\n`);
@@ -171,6 +188,8 @@ async function main(argv: string[]): Promise<number> {
       return forwardSubcommand(rest);
     case 'generate':
       return generateSubcommand(rest);
+    case 'run':
+      return runSubcommand(rest);
     case undefined:
     case 'help':
     case '--help':

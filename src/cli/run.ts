@@ -143,3 +143,121 @@ export async function generateCommand(o: ModelRunOptions & { prompt: readonly nu
     ].join('\n');
   });
 }
+
+/** One stage of `multigpu run`: a model, where it goes, and where its inputs come from. */
+export interface StageSpec {
+  readonly name: string;
+  readonly model: string;
+  readonly weights?: string;
+  readonly alloc?: string;
+  readonly compute?: string;
+  readonly mode?: string;
+  readonly entry?: string;
+  readonly keepLoaded: boolean;
+  /** input name → "file.TENSOR" or "STAGE.OUTPUT"; unmapped inputs come from the file under their own name. */
+  readonly inputs: ReadonlyMap<string, string>;
+}
+
+const STAGE_KEYS = new Set(['model', 'weights', 'alloc', 'compute', 'mode', 'entry', 'keep', 'in']);
+
+/**
+ * "NAME: model=PATH alloc=STRING keep=false entry=decode in=latents<-flux.sample,..."; values
+ * may not hold spaces (allocation strings don't need any).
+ */
+export function parseStage(text: string): StageSpec {
+  const m = /^\s*([A-Za-z][\w-]*)\s*:(.*)$/s.exec(text);
+  const fail = (why: string): never => {
+    throw new UsageError(`--stage "${text}": ${why}`, {
+      hint: 'write a stage as "NAME: model=PATH [alloc=STRING] [mode=stream|pipeline|auto] [compute=DEVICE] [entry=NAME] [keep=true|false] [in=INPUT<-STAGE.OUTPUT,...]"',
+    });
+  };
+  if (!m) return fail('it does not start with a stage name and a colon');
+  const fields = new Map<string, string>();
+  for (const part of m[2]!.trim().split(/\s+/).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq < 1) fail(`"${part}" is not key=value`);
+    const key = part.slice(0, eq);
+    if (!STAGE_KEYS.has(key)) fail(`unknown key "${key}" (keys: ${[...STAGE_KEYS].join(', ')})`);
+    if (fields.has(key)) fail(`"${key}" is given twice`);
+    fields.set(key, part.slice(eq + 1));
+  }
+  const model = fields.get('model') ?? fail('model=PATH is missing');
+  const keep = fields.get('keep') ?? 'true';
+  if (keep !== 'true' && keep !== 'false') fail(`keep=${keep}: write keep=true or keep=false`);
+  const mode = fields.get('mode');
+  if (mode !== undefined && !MODES.has(mode)) fail(`mode=${mode}: stream, pipeline or auto`);
+  const inputs = new Map<string, string>();
+  for (const link of (fields.get('in') ?? '').split(',').filter(Boolean)) {
+    const [to, from] = link.split('<-');
+    if (!to || !from || !/^[\w-]+\.[\w.-]+$/.test(from)) fail(`in=${link}: write INPUT<-STAGE.OUTPUT (or INPUT<-file.TENSOR)`);
+    inputs.set(to!, from!);
+  }
+  return {
+    name: m[1]!, model, weights: fields.get('weights'), alloc: fields.get('alloc'), compute: fields.get('compute'), mode,
+    entry: fields.get('entry'), keepLoaded: keep === 'true', inputs,
+  };
+}
+
+/**
+ * `multigpu run`: several models in one invocation, each with its own allocation and
+ * keep-loaded flag, loaded together in one model manager and chained on named tensors: each
+ * stage reads its inputs from the inputs file or from earlier stages' outputs. Writes every
+ * output as STAGE.OUTPUT; at the end, unloadAll keeps what was marked kept (MULTIGPU_LOG=1
+ * prints the manager's lines).
+ */
+export async function runCommand(o: { stages: readonly StageSpec[]; inputs?: string; out: string; memory?: string; log?: boolean }): Promise<string> {
+  const names = new Set<string>();
+  for (const s of o.stages) {
+    if (names.has(s.name)) throw new UsageError(`two stages are named "${s.name}"`, { hint: 'give each stage its own name' });
+    for (const from of s.inputs.values()) {
+      const stage = from.split('.')[0]!;
+      if (stage !== 'file' && !names.has(stage)) throw new UsageError(`stage ${s.name} reads ${from}, but no earlier stage is named "${stage}"`, { hint: 'stages run in the order given; name an earlier one, or file.TENSOR' });
+    }
+    names.add(s.name);
+  }
+  const file = o.inputs ? await readInputs(o.inputs) : new Map<string, HostTensor>();
+  const { ModelManager } = await import('../manager/manager.ts');
+  const path = await importNodeBuiltin<typeof import('node:path')>('path');
+  const devices = await openDevices({ memory: o.memory });
+  const lines: string[] = [];
+  const manager = new ModelManager(devices, { log: o.log ? (l) => lines.push(l) : undefined });
+  const results = new Map<string, HostTensor>();
+  try {
+    for (const s of o.stages) {
+      const weights = await openWeights(s.weights ? path.join(s.model, s.weights) : s.model);
+      const model = await manager.load(s.name, weights, {
+        allocation: s.alloc, compute: s.compute, mode: s.mode as ExecutionMode | undefined, keepLoaded: s.keepLoaded,
+      });
+      const entry = s.entry ?? Object.keys(model.entries)[0]!;
+      const want = model.entries[entry];
+      if (!want) throw new UsageError(`stage ${s.name}: ${model.definition.family} has no entry "${entry}"`, { hint: `entries: ${Object.keys(model.entries).join(', ')}` });
+      const inputs = new Map<string, HostTensor>();
+      for (const name of [...want.inputs, ...want.optionalInputs]) {
+        const from = s.inputs.get(name) ?? `file.${name}`;
+        const [src, ...rest] = from.split('.');
+        const tensor = src === 'file' ? file.get(rest.join('.')) : results.get(from);
+        if (tensor) inputs.set(name, tensor);
+        else if (want.inputs.includes(name)) {
+          const where = src !== 'file' ? `stage ${src} did not output it` : o.inputs ? `${o.inputs} does not hold it` : 'no --inputs file was given';
+          throw new UsageError(`stage ${s.name} needs input "${name}" (from ${from}), but ${where}`, {
+            hint: `map it with in=${name}<-STAGE.OUTPUT, or put a tensor named ${name} in the inputs file`,
+          });
+        }
+      }
+      const r = await manager.forward(s.name, inputs, entry);
+      for (const [n, t] of r.outputs) results.set(`${s.name}.${n}`, t);
+      lines.push(`${s.name} (${model.definition.family}, ${entry}, "${model.plan.allocation.text}" ${model.plan.mode}): ${ms(r.stats.ms)}; outputs ${[...r.outputs.keys()].join(', ')}`);
+    }
+    await manager.unloadAll();
+    const kept = manager.list().map((m) => m.name);
+    lines.push(`loaded after unloadAll: ${kept.join(', ') || 'none'}`);
+    await writeSafetensorsFile(o.out, [...results].map(([name, t]) => (t.data instanceof Int32Array
+      ? { name, dtype: 'I64' as const, shape: t.shape, data: BigInt64Array.from(t.data, (v) => BigInt(v)) }
+      : { name, dtype: 'F32' as const, shape: t.shape, data: t.data })));
+    lines.push(`wrote ${results.size} tensors to ${o.out}`);
+    return lines.join('\n');
+  } finally {
+    await manager.close();
+    await devices.close();
+  }
+}
