@@ -4,7 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openDevices } from '../src/devices/open.ts';
 import type { DeviceSet } from '../src/devices/device-set.ts';
 import { openWeights } from '../src/formats/open-weights.ts';
-import { ManagerCapacityError, ModelManager, allocationWithout } from '../src/manager/index.ts';
+import { ManagerCapacityError, ModelManager, ModelUnusableError, allocationWithout } from '../src/manager/index.ts';
 import type { HostTensor } from '../src/models/program.ts';
 import { expectedOf, expectClose, expectIdentical, TOLERANCE } from './models/harness.ts';
 import { fixturePath } from './fixtures.ts';
@@ -147,6 +147,32 @@ describe('ModelManager', () => {
       expect(replanned.allocation.text).toBe('gpu:0,*');
       expect(replanned.blocks.every((b) => b.device !== 'gpu:1' && b.execDevice !== 'gpu:1')).toBe(true);
       expectIdentical((await manager.forward('clip', clipIn)).outputs, clipBefore, [...clipBefore.keys()]);
+    } finally {
+      await manager.close();
+    }
+  });
+
+  it('a GPU lost in the middle of a run fails that run with a typed error; the next run re-plans and is right', async () => {
+    const set = await devices({ adapters: [SWIFTSHADER, SWIFTSHADER] });
+    const manager = new ModelManager(set);
+    try {
+      const llamaIn = await inputsOf('llama-tiny', ['input_ids']);
+      await manager.load('llama', await openWeights(fixturePath('llama-tiny')), { allocation: 'gpu:0,50%;gpu:1,*', compute: 'gpu:1', mode: 'pipeline' });
+      await manager.forward('llama', llamaIn); // compiled: the next run is quick, and the loss lands inside it
+      const run = manager.forward('llama', llamaIn);
+      set.gpus[1]!.device.destroy();
+      const err = await run.then(() => null, (e: unknown) => e);
+      console.log('lost during the run:', err !== null, String(err).split('\n')[0]);
+      if (err !== null) {
+        expect(err).toBeInstanceOf(ModelUnusableError);
+        expect((err as Error).message).toMatch(/model "llama" can't be used: gpu:1 was lost \(destroyed\).* during the run; run it again to re-plan it/);
+      } else {
+        // The run finished before the loss took effect: then the loss is seen between runs.
+        await set.gpus[1]!.device.lost;
+      }
+      const r = await manager.forward('llama', llamaIn);
+      expectClose(r.outputs, await expectedOf('llama-tiny'), ['logits'], TOLERANCE.f32);
+      expect(manager.model('llama').plan.blocks.every((b) => b.device !== 'gpu:1' && b.execDevice !== 'gpu:1')).toBe(true);
     } finally {
       await manager.close();
     }

@@ -9,8 +9,8 @@ export class UnknownManagedModelError extends MultiGpuError {
 
 /** A model can't run now: being loaded, used by a run, or lost with its device and not re-plannable. */
 export class ModelUnusableError extends MultiGpuError {
-  constructor(name: string, why: string) {
-    super('E_MODEL_UNUSABLE', `model "${name}" can't be used: ${why}`);
+  constructor(name: string, why: string, cause?: unknown) {
+    super('E_MODEL_UNUSABLE', `model "${name}" can't be used: ${why}`, { cause });
   }
 }
 

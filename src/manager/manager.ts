@@ -173,23 +173,24 @@ export class ModelManager {
   }
 
   /** Runs one entry point of a model; it is in use (never evicted) until the run ends. */
-  async forward(name: string, inputs: ReadonlyMap<string, HostTensor> | Readonly<Record<string, HostTensor>>, entry = 'forward'): Promise<ForwardResult> {
-    const e = await this.#ready(name);
-    e.active++;
-    e.lastUsed = ++this.#clock;
-    try {
-      return await this.#withEviction(name, () => e.model!.forward(inputs, entry));
-    } finally {
-      e.active--;
-    }
+  forward(name: string, inputs: ReadonlyMap<string, HostTensor> | Readonly<Record<string, HostTensor>>, entry = 'forward'): Promise<ForwardResult> {
+    return this.#run(name, (m) => m.forward(inputs, entry));
   }
 
-  async generate(name: string, prompt: readonly number[], tokens: number): Promise<GenerateResult> {
+  generate(name: string, prompt: readonly number[], tokens: number): Promise<GenerateResult> {
+    return this.#run(name, (m) => m.generate(prompt, tokens));
+  }
+
+  async #run<T>(name: string, body: (m: LoadedModel) => Promise<T>): Promise<T> {
     const e = await this.#ready(name);
     e.active++;
     e.lastUsed = ++this.#clock;
     try {
-      return await this.#withEviction(name, () => e.model!.generate(prompt, tokens));
+      return await this.#withEviction(name, () => body(e.model!));
+    } catch (error) {
+      // A device lost in the middle of the run: whatever the failing call threw, say so; the next run re-plans.
+      if (e.unusable) throw new ModelUnusableError(name, `${e.unusable} during the run; run it again to re-plan it onto the devices left`, error);
+      throw error;
     } finally {
       e.active--;
     }
