@@ -36,3 +36,4 @@ export { RuntimeShapeError } from './runtime/shapes.ts';
 export type { Backend, Tensor, Weight, RopeSpec, AttentionOptions as BackendAttentionOptions, KvCacheHandle } from './runtime/backend.ts';
 export type { ModelDefinition, Step, StepContext, HostTensor, CanonicalTensor, EntryDefinition } from './models/program.ts';
 export { definitionOf } from './models/definitions.ts';
+export { ModelManager, ManagerCapacityError, ModelUnusableError, UnknownManagedModelError, allocationWithout, type ManagerOptions, type ManagedLoadOptions, type ManagedModelInfo } from './manager/index.ts';
