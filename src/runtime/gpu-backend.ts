@@ -3,7 +3,7 @@ import * as ops from '../kernels/ops/index.ts';
 import { KvCache } from '../kernels/ops/kv-cache.ts';
 import type { RopeTable } from '../kernels/ops/rope.ts';
 import { KernelRecorder } from '../kernels/recorder.ts';
-import { downloadBytes, emptyTensor, GpuTensor, uploadTensor } from '../kernels/tensor.ts';
+import { downloadBytes, GpuTensor, uploadTensor } from '../kernels/tensor.ts';
 import type {
   ActivationKind, AttentionOptions, Backend, BinaryOp, Conv2dOptions, KvCacheHandle, RopeSpec, T5BiasOptions, Tensor,
   TimestepOptions, VectorSlice, Weight,
@@ -66,6 +66,11 @@ export class GpuBackend implements Backend {
   readonly device: string;
   #rec: KernelRecorder | null = null;
   #live = new Set<TrackedBuffer>();
+  /**
+   * Activation buffers no tensor holds any more, by size: the next step's outputs reuse them, so
+   * a pass in steady state (decoding) allocates nothing. Freed by close().
+   */
+  #pool = new Map<number, TrackedBuffer[]>();
   #ropeTables = new WeakMap<Float32Array, RopeTable>();
   #tables: GpuTensor[] = [];
   #caches = new Set<GpuKv>();
@@ -85,23 +90,31 @@ export class GpuBackend implements Backend {
     if (rec && rec.pending > 0) await rec.submit();
   }
 
-  /** Submits, then frees every activation allocated since the last collect that `keep` does not hold. */
+  /** Submits, then returns to the pool every activation allocated since the last collect that `keep` does not hold. */
   async collect(keep: Iterable<Tensor>): Promise<void> {
     await this.flush();
     const kept = new Set<TrackedBuffer>();
     for (const t of keep) if (t instanceof GpuActivation) kept.add(t.t.storage);
     for (const s of this.#live) {
       if (!kept.has(s)) {
-        s.destroy();
         this.#live.delete(s);
+        this.#recycle(s);
       }
     }
+  }
+
+  #recycle(s: TrackedBuffer): void {
+    // The queue orders a later step's writes after this step's reads: the buffer can be handed out now.
+    const list = this.#pool.get(s.bytes) ?? [];
+    list.push(s);
+    this.#pool.set(s.bytes, list);
   }
 
   /** Bytes it holds on the GPU's ledger: live activations, RoPE tables, KV caches. */
   get heldBytes(): number {
     let n = 0;
     for (const s of this.#live) n += s.bytes;
+    for (const list of this.#pool.values()) for (const s of list) n += s.bytes;
     for (const t of this.#tables) n += t.storage.bytes;
     for (const kv of this.#caches) n += kv.cache.k.storage.bytes + kv.cache.v.storage.bytes;
     return n;
@@ -110,12 +123,14 @@ export class GpuBackend implements Backend {
   /** Frees one activation now (it must not be used again). */
   release(t: Tensor): void {
     const a = this.#act(t, 'release');
-    if (this.#live.delete(a.t.storage)) a.t.destroy();
+    if (this.#live.delete(a.t.storage)) this.#recycle(a.t.storage);
   }
 
   /** Frees every activation and KV cache this backend made. */
   async close(): Promise<void> {
     await this.collect([]);
+    for (const list of this.#pool.values()) for (const s of list) s.destroy();
+    this.#pool.clear();
     for (const kv of this.#caches) kv.cache.destroy();
     this.#caches.clear();
     for (const t of this.#tables) t.destroy();
@@ -124,9 +139,11 @@ export class GpuBackend implements Backend {
   }
 
   async #empty(shape: readonly number[], dtype: 'f32' | 'i32' = 'f32', label = 'activation'): Promise<GpuTensor> {
-    const t = await emptyTensor(this.gpu, shape, dtype, label);
-    this.#live.add(t.storage);
-    return t;
+    const bytes = Math.max(256, Math.ceil((elementsOf(shape) * 4) / 256) * 256);
+    const storage = this.#pool.get(bytes)?.pop()
+      ?? await this.gpu.createBuffer({ label, size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+    this.#live.add(storage);
+    return new GpuTensor(this.gpu, storage, shape, dtype);
   }
 
   #wrap(t: GpuTensor): GpuActivation {
@@ -149,10 +166,9 @@ export class GpuBackend implements Backend {
   }
 
   async upload(data: Float32Array | Int32Array, shape: readonly number[]): Promise<Tensor> {
-    const dtype = data instanceof Int32Array ? 'i32' : 'f32';
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    const t = await uploadTensor(this.gpu, bytes, shape, dtype, { label: 'input' });
-    this.#live.add(t.storage);
+    if (data.length !== elementsOf(shape)) throw new RuntimeShapeError(`upload: ${data.length} values for shape [${shape.join(', ')}]`);
+    const t = await this.#empty(shape, data instanceof Int32Array ? 'i32' : 'f32', 'input');
+    if (data.byteLength > 0) this.gpu.device.queue.writeBuffer(t.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
     return this.#wrap(t);
   }
 

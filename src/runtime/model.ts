@@ -118,7 +118,8 @@ export class LoadedModel {
   }
 
   /** Runs one entry point ('forward'; the VAE's 'encode' or 'decode'). */
-  async forward(inputs: ReadonlyMap<string, HostTensor> | Readonly<Record<string, HostTensor>>, entry = 'forward', session?: KvSession): Promise<ForwardResult> {
+  async forward(inputs: ReadonlyMap<string, HostTensor> | Readonly<Record<string, HostTensor>>, entry = 'forward', session?: KvSession,
+    only?: readonly string[]): Promise<ForwardResult> {
     this.#check();
     const map = inputs instanceof Map ? inputs as ReadonlyMap<string, HostTensor> : new Map(Object.entries(inputs));
     const def = this.definition.entries[entry];
@@ -134,7 +135,10 @@ export class LoadedModel {
     const stats: RunStats = { movedBytes: 0, moves: 0 };
     const staged = () => [...this.#staging.values()].reduce((s, a) => s + a.copiedBytes, 0);
     const before = staged();
-    const outputs = await this.#scheduler.run(def.steps(this.config, map), map, def.outputs(this.config, map), session, stats);
+    const all = def.outputs(this.config, map);
+    const unknown = only?.filter((n) => !all.includes(n)) ?? [];
+    if (unknown.length > 0) throw new ModelInputError(`${this.name}: no output named ${unknown.join(', ')}`, `outputs: ${all.join(', ')}`);
+    const outputs = await this.#scheduler.run(def.steps(this.config, map), map, only ?? all, session, stats);
     return { outputs, stats: { ...stats, stagedBytes: staged() - before, ms: performance.now() - start } };
   }
 
@@ -159,7 +163,8 @@ export class LoadedModel {
     try {
       let ids = Int32Array.from(prompt);
       for (let i = 0; i < newTokens; i++) {
-        const r = await this.forward(new Map([[input, { data: ids, shape: [1, ids.length] }]]), 'forward', session);
+        // Only the logits come back to the host: the hidden states stay where they were made.
+        const r = await this.forward(new Map([[input, { data: ids, shape: [1, ids.length] }]]), 'forward', session, [lm.logits]);
         session.position += ids.length;
         const logits = r.outputs.get(lm.logits)!;
         const vocab = logits.shape[logits.shape.length - 1]!;
