@@ -92,6 +92,7 @@ describe('ModelManager', () => {
     const set = await devices({ memory: 'gpu:0=1900kb' });
     const lines: string[] = [];
     const manager = new ModelManager(set, { log: (l) => lines.push(l) });
+    const runs: Promise<unknown>[] = [];
     try {
       const opts = { allocation: 'gpu:0,*', keepLoaded: false } as const;
       await manager.load('llama', await openWeights(fixturePath('llama-tiny')), opts); // 870 KB
@@ -103,6 +104,7 @@ describe('ModelManager', () => {
 
       // A model in the middle of a run is never freed: start llama's run, then load gpt2 while it runs.
       const run = manager.forward('llama', await inputsOf('llama-tiny', ['input_ids']));
+      runs.push(run);
       await manager.load('gpt2', await openWeights(fixturePath('gpt2-tiny')), opts);
       await run;
       expect(manager.list().map((m) => m.name).sort()).toEqual(['gpt2', 'llama']);
@@ -111,11 +113,13 @@ describe('ModelManager', () => {
       // Nothing evictable left (llama kept, gpt2 running): a typed error naming what holds the memory.
       await manager.load('llama', await openWeights(fixturePath('llama-tiny')), { allocation: 'gpu:0,*', keepLoaded: true });
       const slow = manager.forward('gpt2', await inputsOf('gpt2-tiny', ['input_ids']));
+      runs.push(slow);
       const err = await manager.load('clip', await openWeights(fixturePath('clip-text-tiny')), { allocation: 'gpu:0,*' }).catch((e: unknown) => e);
       await slow;
       expect(err).toBeInstanceOf(ManagerCapacityError);
       expect((err as Error).message).toMatch(/model "clip" does not fit, and no idle model that is not kept is left to free: allocation "gpu:0,\*" cannot hold the model: gpu:0 .* short; loaded: llama \(kept; gpu:0\), gpt2 \(running; gpu:0\)/);
     } finally {
+      await Promise.allSettled(runs);
       await manager.close();
     }
   });

@@ -68,7 +68,12 @@ export class KernelRecorder {
   }
 
   /** Encodes and submits everything recorded, and resolves when the GPU has finished it. */
-  async submit(): Promise<void> {
+  /**
+   * Encodes and submits what was recorded. By default waits for the GPU to finish; `wait: false`
+   * returns once submitted (the runtime orders everything on the one queue, and reads back
+   * through mapAsync, which waits for the work before it).
+   */
+  async submit(options: { wait?: boolean } = {}): Promise<void> {
     const recorded = this.#recorded;
     const uniforms = this.#uniforms;
     const total = this.#uniformBytes;
@@ -102,8 +107,9 @@ export class KernelRecorder {
       }
       pass.end();
       device.queue.submit([encoder.finish()]);
-      await device.queue.onSubmittedWorkDone();
+      if (options.wait ?? true) await device.queue.onSubmittedWorkDone();
     } finally {
+      // Safe before the work finishes: WebGPU frees a destroyed buffer once submitted work using it completes.
       uniformBuffer?.destroy();
     }
   }

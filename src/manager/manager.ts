@@ -134,12 +134,20 @@ export class ModelManager {
 
   /** Runs `body`; when a device is short of memory, frees the least recently used idle, unkept model there and tries again. */
   async #withEviction<T>(forModel: string, body: () => Promise<T>): Promise<T> {
+    let trimmedOnce = false;
     for (;;) {
       try {
         return await body();
       } catch (error) {
         const short = shortDevices(error);
         if (!short) throw error;
+        // Pooled buffers of every model go before any model does (once: a run refills its own pool).
+        const trimmed = trimmedOnce ? 0 : [...this.#entries.values()].reduce((n, e) => n + (e.model?.trim() ?? 0), 0);
+        trimmedOnce = true;
+        if (trimmed > 0) {
+          this.#line(`[MEMORY_PRESSURE] freed ${trimmed} bytes of pooled activation and staging buffers for ${forModel}`);
+          continue;
+        }
         const victim = this.#victim(short, forModel);
         if (!victim) throw new ManagerCapacityError(forModel, error as Error, this.list().filter((m) => m.loaded && m.name !== forModel));
         this.#line(`[MEMORY_PRESSURE] freeing ${victim.name} (least recently used, idle, not kept) for ${forModel} on ${short.join(', ')}`);

@@ -87,7 +87,7 @@ export class GpuBackend implements Backend {
   async flush(): Promise<void> {
     const rec = this.#rec;
     this.#rec = null;
-    if (rec && rec.pending > 0) await rec.submit();
+    if (rec && rec.pending > 0) await rec.submit({ wait: false });
   }
 
   /** Submits, then returns to the pool every activation allocated since the last collect that `keep` does not hold. */
@@ -108,6 +108,17 @@ export class GpuBackend implements Backend {
     const list = this.#pool.get(s.bytes) ?? [];
     list.push(s);
     this.#pool.set(s.bytes, list);
+  }
+
+  /** Frees the pooled activation buffers (memory pressure); returns the bytes freed. */
+  trim(): number {
+    let n = 0;
+    for (const list of this.#pool.values()) for (const s of list) {
+      n += s.bytes;
+      s.destroy();
+    }
+    this.#pool.clear();
+    return n;
   }
 
   /** Bytes it holds on the GPU's ledger: live activations, RoPE tables, KV caches. */

@@ -182,6 +182,14 @@ export class LoadedModel {
     return { tokens, stepLogits, ms: { prefill, decode: performance.now() - t0 - prefill } };
   }
 
+  /** Frees its pooled activation and staging buffers (they come back as needed); returns the bytes freed. */
+  trim(): number {
+    let n = 0;
+    for (const b of this.#backends.values()) if (b instanceof GpuBackend) n += b.trim();
+    for (const s of this.#staging.values()) n += s.trim();
+    return n;
+  }
+
   /** Bytes this model holds on each device's ledger: weights, host-visible copies (cpu), staging areas, tables. */
   heldBytes(): Record<string, number> {
     const held: Record<string, number> = {};

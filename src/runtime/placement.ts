@@ -6,7 +6,7 @@ import type { DeviceSet } from '../devices/device-set.ts';
 import type { GpuDevice, TrackedBuffer } from '../devices/gpu-device.ts';
 import { DTYPE_BYTES, isDtype, toFloat32 } from '../formats/dtypes.ts';
 import type { WeightSet, WeightTensor } from '../formats/weights.ts';
-import { GPU_DTYPE_LAYOUT, uploadTensor, type GpuDtype } from '../kernels/tensor.ts';
+import { GPU_DTYPE_LAYOUT, GpuTensor, type GpuDtype } from '../kernels/tensor.ts';
 import type { BlockMap } from '../models/blocks.ts';
 import type { CanonicalTensor } from '../models/program.ts';
 import { CpuParam } from './cpu-backend.ts';
@@ -107,7 +107,15 @@ function roleOf(kind: string, shape: readonly number[]): 'matrix' | 'other' {
 
 export async function toGpu(gpu: GpuDevice, t: TensorBytes, kind: string): Promise<GpuWeight> {
   const form = await gpuForm(t, roleOf(kind, t.shape));
-  return new GpuWeight(t.name, await uploadTensor(gpu, form.bytes, t.shape, form.dtype, { label: t.name }));
+  // Written through a mapping at creation: a memcpy into memory Dawn copies to the device by DMA,
+  // where queue.writeBuffer measured 1.6 GB/s on an H100.
+  const size = Math.max(4, Math.ceil(form.bytes.byteLength / 4) * 4);
+  const storage = await gpu.createBuffer({
+    label: t.name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, mappedAtCreation: true,
+  });
+  new Uint8Array(storage.buffer.getMappedRange(0, size)).set(form.bytes);
+  storage.buffer.unmap();
+  return new GpuWeight(t.name, new GpuTensor(gpu, storage, t.shape, form.dtype));
 }
 
 export async function toCpu(kernels: CpuKernels, t: TensorBytes): Promise<CpuParam> {

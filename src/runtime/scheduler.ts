@@ -14,6 +14,9 @@ export class ModelGraphError extends MultiGpuError {
   }
 }
 
+/** Streamed blocks staged ahead of the one running. */
+export const PREFETCH = 2;
+
 export type DeviceBackend = (GpuBackend | CpuBackend) & Backend;
 
 /** KV caches of one generate session, per layer key and device. */
@@ -80,12 +83,16 @@ export class Scheduler {
         const block = step.block === null ? null : this.placed.get(step.block)!;
         let weights: ReadonlyMap<string, Weight> = block?.weights ?? new Map();
         const stream = streamed(step);
-        if (stream) {
-          const area = this.staging(device);
-          weights = await area.stage(stream);
-          const next = steps.slice(i + 1).find((s) => s.block !== step.block);
-          const prefetch = streamed(next);
-          if (prefetch) await area.stage(prefetch);
+        if (stream) weights = await this.staging(device).stage(stream);
+        // The next PREFETCH streamed blocks' copies are queued now, ahead of this step's kernels
+        // (whatever device this step runs on: streamed blocks always run on the compute device).
+        const ahead = new Set<string>();
+        for (const next of steps.slice(i + 1)) {
+          if (ahead.size >= PREFETCH) break;
+          const p = streamed(next);
+          if (!p || next.block === step.block || ahead.has(p.placement.name)) continue;
+          ahead.add(p.placement.name);
+          await this.staging(p.placement.execDevice).stage(p);
         }
         const get = async (name: string): Promise<Tensor> => {
           const copies = state.get(name);

@@ -80,6 +80,17 @@ export class StagingArea {
     return n;
   }
 
+  /** Frees the pooled buffers no block is staged in (memory pressure); returns the bytes freed. */
+  trim(): number {
+    let n = 0;
+    for (const list of this.#free.values()) for (const b of list) {
+      n += b.bytes;
+      b.destroy();
+    }
+    this.#free.clear();
+    return n;
+  }
+
   /** Frees every staging buffer. */
   destroy(): void {
     for (const s of this.#staged.values()) for (const b of s.buffers) b.destroy();
