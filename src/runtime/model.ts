@@ -52,6 +52,8 @@ export interface GenerateResult {
   /** Logits of the last position at each step ([vocab] each): the first from the prompt. */
   readonly stepLogits: Float32Array[];
   readonly ms: { readonly prefill: number; readonly decode: number };
+  /** Weight bytes streamed to the compute device: in the prefill pass, and in all decode passes together. */
+  readonly streamedBytes: { readonly prefill: number; readonly decode: number };
 }
 
 /** A model whose weights sit where its plan put them, ready to run. */
@@ -160,11 +162,13 @@ export class LoadedModel {
     const stepLogits: Float32Array[] = [];
     const t0 = performance.now();
     let prefill = 0;
+    const streamed = { prefill: 0, decode: 0 };
     try {
       let ids = Int32Array.from(prompt);
       for (let i = 0; i < newTokens; i++) {
         // Only the logits come back to the host: the hidden states stay where they were made.
         const r = await this.forward(new Map([[input, { data: ids, shape: [1, ids.length] }]]), 'forward', session, [lm.logits]);
+        streamed[i === 0 ? 'prefill' : 'decode'] += r.stats.stagedBytes;
         session.position += ids.length;
         const logits = r.outputs.get(lm.logits)!;
         const vocab = logits.shape[logits.shape.length - 1]!;
@@ -179,7 +183,7 @@ export class LoadedModel {
     } finally {
       session.close();
     }
-    return { tokens, stepLogits, ms: { prefill, decode: performance.now() - t0 - prefill } };
+    return { tokens, stepLogits, ms: { prefill, decode: performance.now() - t0 - prefill }, streamedBytes: streamed };
   }
 
   /** Frees its pooled activation and staging buffers (they come back as needed); returns the bytes freed. */

@@ -1,0 +1,200 @@
+/**
+ * Stream mode and the pipeline at real size: a Llama-3-8B-shaped model (bf16, random weights
+ * that bench/gpu/stream_ref.py generated and saved as safetensors in the same session), decoded
+ * with everything resident and with 25/50/75% of the layers stored on cpu in stream, pipeline
+ * and auto mode, against transformers eager bf16 (resident) and accelerate's cpu offload at the
+ * same splits, and our best host-to-GPU path against PyTorch's pinned copies. Logits of the
+ * prompt are checked against a float32 reference (the same bf16 weights) before anything is timed.
+ *
+ * GPU machine (after `npm run build && bash scripts/gpu-pack.sh` here, carrying [".gpu", "dist"]):
+ *   python3 bench/gpu/stream_ref.py --model-dir gpu-work/llama8b --json gpu-work/torch.json
+ *   bash .gpu/run-lite.sh dist/bench/stream.js --model gpu-work/llama8b --torch gpu-work/torch.json --out $OUT/stream.json
+ * Locally (SwiftShader): node dist/bench/stream.js --model test/fixtures/llama-tiny --tokens 4
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { openDevices } from '../src/devices/open.ts';
+import type { GpuDevice } from '../src/devices/gpu-device.ts';
+import { openWeights } from '../src/formats/open-weights.ts';
+import { openSafetensors } from '../src/formats/safetensors.ts';
+import { linear } from '../src/kernels/ops/matmul.ts';
+import { KernelRecorder } from '../src/kernels/recorder.ts';
+import { emptyTensor } from '../src/kernels/tensor.ts';
+import { loadModel } from '../src/runtime/model.ts';
+import type { ExecutionMode } from '../src/allocation/planner.ts';
+import { BENCH_DAWN_FLAGS, printRows, row, type BenchRow } from './matmul.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    model: { type: 'string', default: 'gpu-work/llama8b' },
+    torch: { type: 'string' },
+    out: { type: 'string' },
+    tokens: { type: 'string', default: '32' },
+    splits: { type: 'string', default: '0.25,0.5,0.75' },
+    modes: { type: 'string', default: 'stream,pipeline,auto' },
+  },
+});
+const log = (line: string) => console.log(line);
+const tokens = Number(args.tokens);
+const splits = args.splits!.split(',').map(Number);
+const modes = args.modes!.split(',') as ExecutionMode[];
+
+interface TorchJson {
+  device?: string;
+  torch_resident?: { decode_tok_s?: number; prefill_ms?: number };
+  accelerate_offload?: Record<string, { decode_tok_s?: number; error?: string }>;
+  pinned_h2d_GBps?: number;
+  pageable_h2d_GBps?: number;
+}
+const torch: TorchJson = args.torch && existsSync(args.torch) ? JSON.parse(readFileSync(args.torch, 'utf8')) as TorchJson : {};
+
+/** Host-visible (MAP_WRITE | COPY_SRC) → device copies, 256 MiB, best of 5: the link as WebGPU sees it. */
+async function hostVisibleGBps(gpu: GpuDevice, bytes: number): Promise<number> {
+  const src = await gpu.createBuffer({ label: 'bench.host', size: bytes, usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC, mappedAtCreation: true });
+  src.buffer.unmap();
+  const dst = await gpu.createBuffer({ label: 'bench.device', size: bytes, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.STORAGE });
+  let best = Infinity;
+  try {
+    for (let i = 0; i < 6; i++) {
+      const t = performance.now();
+      const e = gpu.device.createCommandEncoder();
+      e.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, bytes);
+      gpu.device.queue.submit([e.finish()]);
+      await gpu.device.queue.onSubmittedWorkDone();
+      if (i > 0) best = Math.min(best, performance.now() - t);
+    }
+  } finally {
+    src.destroy();
+    dst.destroy();
+  }
+  return bytes / (best / 1000) / 1e9;
+}
+
+/**
+ * Does Dawn overlap a copy with compute on its one queue? Times a 256 MiB host-visible copy, a
+ * compute load of similar length (GEMVs over a 64 MiB weight), and both in one submit.
+ */
+async function overlap(gpu: GpuDevice): Promise<{ copyMs: number; computeMs: number; bothMs: number; overlapped: number }> {
+  const bytes = 256 << 20;
+  const src = await gpu.createBuffer({ label: 'bench.host', size: bytes, usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC, mappedAtCreation: true });
+  src.buffer.unmap();
+  const dst = await gpu.createBuffer({ label: 'bench.device', size: bytes, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.STORAGE });
+  const w = await emptyTensor(gpu, [4096, 8192], 'bf16');
+  const x = await emptyTensor(gpu, [1, 8192]);
+  const y = await emptyTensor(gpu, [1, 4096]);
+  const time = async (copy: boolean, compute: number) => {
+    let best = Infinity;
+    for (let i = 0; i < 4; i++) {
+      const rec = new KernelRecorder(gpu);
+      for (let j = 0; j < compute; j++) await linear(rec, x, w, null, y);
+      const t = performance.now();
+      if (copy) {
+        const e = gpu.device.createCommandEncoder();
+        e.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, bytes);
+        gpu.device.queue.submit([e.finish()]);
+      }
+      await rec.submit({ wait: false });
+      await gpu.device.queue.onSubmittedWorkDone();
+      if (i > 0) best = Math.min(best, performance.now() - t);
+    }
+    return best;
+  };
+  try {
+    const copyMs = await time(true, 0);
+    // Size the compute to about the copy's length.
+    const one = await time(false, 8);
+    const n = Math.max(8, Math.round((8 * copyMs) / one));
+    const computeMs = await time(false, n);
+    const bothMs = await time(true, n);
+    return { copyMs, computeMs, bothMs, overlapped: Math.max(0, Math.min(1, (copyMs + computeMs - bothMs) / Math.min(copyMs, computeMs))) };
+  } finally {
+    src.destroy();
+    dst.destroy();
+    w.destroy();
+    x.destroy();
+    y.destroy();
+  }
+}
+
+async function main(): Promise<void> {
+  const set = await openDevices({ dawnFlags: BENCH_DAWN_FLAGS });
+  const rows: BenchRow[] = [];
+  const checks: string[] = [];
+  const notes: string[] = [];
+  const runs: Record<string, unknown>[] = [];
+  try {
+    const gpu = set.gpus[0];
+    if (!gpu) throw new Error('no GPU');
+    log(`${gpu.adapterName}; cpu ${set.cpu.cores} cores; model ${args.model}`);
+    const refPath = join(args.model!, 'reference.safetensors');
+    let prompt = [1, 2, 3, 4, 5, 6, 7, 8];
+    let refLogits: Float32Array | null = null;
+    let refTokens: number[] | null = null;
+    if (existsSync(refPath)) {
+      const ref = await openSafetensors(refPath);
+      prompt = [...await ref.readF32('input_ids')];
+      refLogits = await ref.readF32('logits_last');
+      refTokens = [...await ref.readF32('greedy_tokens')];
+      await ref.close();
+    }
+    const raw = await hostVisibleGBps(gpu, 256 << 20);
+    rows.push(row('host-visible → GPU copy (256 MiB) vs PyTorch pinned', raw, torch.pinned_h2d_GBps ?? null, 'GB/s'));
+    const ov = await overlap(gpu);
+    notes.push(`copy/compute overlap on one queue: copy ${ov.copyMs.toFixed(2)} ms, compute ${ov.computeMs.toFixed(2)} ms, both in order ${ov.bothMs.toFixed(2)} ms → ${(ov.overlapped * 100).toFixed(0)}% of the shorter hidden`);
+    log(notes.at(-1)!);
+
+    const configs: Array<{ label: string; allocation: string; mode: ExecutionMode; split: number }> = [
+      { label: 'resident', allocation: 'gpu:0,*', mode: 'stream', split: 0 },
+      ...splits.flatMap((s) => modes.map((mode) => ({ label: `${mode} ${s * 100}% on cpu`, allocation: `gpu:0,${Math.round((1 - s) * 100)}%;cpu,*`, mode, split: s }))),
+    ];
+    const weights = await openWeights(args.model!);
+    try {
+      let residentTokS = 0;
+      for (const c of configs) {
+        const t0 = performance.now();
+        const model = await loadModel(set, weights, { allocation: c.allocation, mode: c.mode, tokensPerPass: 1 });
+        const loadS = (performance.now() - t0) / 1000;
+        try {
+          const onCpu = model.plan.blocks.filter((b) => b.device === 'cpu').length;
+          const how = model.plan.blocks.filter((b) => b.device === 'cpu').reduce((m, b) => ({ ...m, [b.exec]: (m[b.exec] ?? 0) + 1 }), {} as Record<string, number>);
+          const g = await model.generate(prompt, tokens);
+          const decodeTokS = (tokens - 1) / (g.ms.decode / 1000);
+          const perToken = g.streamedBytes.decode / Math.max(1, tokens - 1);
+          const streamGBps = perToken > 0 ? perToken / (g.ms.decode / 1000 / (tokens - 1)) / 1e9 : null;
+          let err: number | null = null;
+          if (refLogits) {
+            const got = g.stepLogits[0]!;
+            let maxRef = 0;
+            let maxErr = 0;
+            for (let i = 0; i < refLogits.length; i++) {
+              maxRef = Math.max(maxRef, Math.abs(refLogits[i]!));
+              maxErr = Math.max(maxErr, Math.abs(got[i]! - refLogits[i]!));
+            }
+            err = maxErr / maxRef;
+            const same = refTokens ? g.tokens.slice(0, refTokens.length).filter((t, i) => t === refTokens![i]).length : 0;
+            checks.push(`${c.label}: prompt logits max|err|/max|ref| ${err.toExponential(2)} (f32 reference); greedy ${same}/${Math.min(refTokens?.length ?? 0, tokens)} tokens equal`);
+            log(checks.at(-1)!);
+          }
+          if (c.split === 0) residentTokS = decodeTokS;
+          const base = c.split === 0 ? torch.torch_resident?.decode_tok_s ?? null : torch.accelerate_offload?.[String(c.split)]?.decode_tok_s ?? null;
+          rows.push(row(`decode, ${c.label} (${onCpu} blocks on cpu: ${JSON.stringify(how)}) vs ${c.split === 0 ? 'transformers eager bf16' : 'accelerate cpu offload'}`, decodeTokS, base, 'tokens/s'));
+          if (streamGBps !== null) rows.push(row(`effective streaming, ${c.label} vs PyTorch pinned copy`, streamGBps, torch.pinned_h2d_GBps ?? null, 'GB/s'));
+          runs.push({ ...c, loadS, prefillMs: g.ms.prefill, decodeTokS, streamedPerToken: perToken, streamGBps, logitsErr: err, tokens: g.tokens, blocksOnCpu: onCpu, exec: how, vsResident: residentTokS ? decodeTokS / residentTokS : null });
+          log(`${c.label}: load ${loadS.toFixed(1)} s, prefill ${g.ms.prefill.toFixed(0)} ms, decode ${decodeTokS.toFixed(2)} tok/s${streamGBps ? `, streaming ${streamGBps.toFixed(1)} GB/s` : ''}`);
+        } finally {
+          await model.unload();
+        }
+      }
+    } finally {
+      await weights.close();
+    }
+    printRows(rows, log);
+    const result = { device: gpu.adapterName, kind: process.env.DEVICE_KIND ?? null, torch, rows, checks, notes, runs };
+    if (args.out) writeFileSync(args.out, `${JSON.stringify(result, null, 2)}\n`);
+  } finally {
+    await set.close();
+  }
+}
+
+await main();
