@@ -33,6 +33,12 @@ const { values: args } = parseArgs({
     tokens: { type: 'string', default: '32' },
     splits: { type: 'string', default: '0.25,0.5,0.75' },
     modes: { type: 'string', default: 'stream,pipeline,auto' },
+    /** resident, splits (cpu), two-gpu (pipeline over gpu:0 and gpu:1, when there are two). */
+    configs: { type: 'string', default: 'resident,splits,two-gpu' },
+    /** Declared capacities (e.g. gpu:0=12gb,gpu:1=12gb: a model too large for one GPU). */
+    memory: { type: 'string' },
+    /** Stop starting new configurations after this many seconds (the device tool's 10-minute limit). */
+    'max-seconds': { type: 'string', default: '400' },
   },
 });
 const log = (line: string) => console.log(line);
@@ -118,7 +124,9 @@ async function overlap(gpu: GpuDevice): Promise<{ copyMs: number; computeMs: num
 }
 
 async function main(): Promise<void> {
-  const set = await openDevices({ dawnFlags: BENCH_DAWN_FLAGS });
+  const set = await openDevices({ dawnFlags: BENCH_DAWN_FLAGS, memory: args.memory });
+  const started = performance.now();
+  const wanted = new Set(args.configs!.split(','));
   const rows: BenchRow[] = [];
   const checks: string[] = [];
   const notes: string[] = [];
@@ -145,15 +153,28 @@ async function main(): Promise<void> {
     log(notes.at(-1)!);
 
     const configs: Array<{ label: string; allocation: string; mode: ExecutionMode; split: number }> = [
-      { label: 'resident', allocation: 'gpu:0,*', mode: 'stream', split: 0 },
-      ...splits.flatMap((s) => modes.map((mode) => ({ label: `${mode} ${s * 100}% on cpu`, allocation: `gpu:0,${Math.round((1 - s) * 100)}%;cpu,*`, mode, split: s }))),
+      ...(wanted.has('resident') ? [{ label: 'resident', allocation: 'gpu:0,*', mode: 'stream' as const, split: 0 }] : []),
+      ...(wanted.has('two-gpu') && set.gpus.length >= 2 ? [{ label: 'two GPUs, pipeline', allocation: 'gpu:0,50%;gpu:1,*', mode: 'pipeline' as const, split: -1 }] : []),
+      ...(wanted.has('splits') ? splits.flatMap((s) => modes.map((mode) => ({ label: `${mode} ${s * 100}% on cpu`, allocation: `gpu:0,${Math.round((1 - s) * 100)}%;cpu,*`, mode, split: s }))) : []),
     ];
     const weights = await openWeights(args.model!);
     try {
       let residentTokS = 0;
       for (const c of configs) {
+        if ((performance.now() - started) / 1000 > Number(args['max-seconds'])) {
+          notes.push(`not run (time budget): ${c.label}`);
+          log(notes.at(-1)!);
+          continue;
+        }
         const t0 = performance.now();
-        const model = await loadModel(set, weights, { allocation: c.allocation, mode: c.mode, tokensPerPass: 1 });
+        let model;
+        try {
+          model = await loadModel(set, weights, { allocation: c.allocation, mode: c.mode, tokensPerPass: 1 });
+        } catch (error) {
+          notes.push(`${c.label}: ${String((error as Error).message).split('\n')[0]}`);
+          log(notes.at(-1)!);
+          continue;
+        }
         const loadS = (performance.now() - t0) / 1000;
         try {
           const onCpu = model.plan.blocks.filter((b) => b.device === 'cpu').length;
@@ -177,8 +198,12 @@ async function main(): Promise<void> {
             log(checks.at(-1)!);
           }
           if (c.split === 0) residentTokS = decodeTokS;
-          const base = c.split === 0 ? torch.torch_resident?.decode_tok_s ?? null : torch.accelerate_offload?.[String(c.split)]?.decode_tok_s ?? null;
-          rows.push(row(`decode, ${c.label} (${onCpu} blocks on cpu: ${JSON.stringify(how)}) vs ${c.split === 0 ? 'transformers eager bf16' : 'accelerate cpu offload'}`, decodeTokS, base, 'tokens/s'));
+          if (c.split === -1) {
+            rows.push(row(`decode, ${c.label} vs all on gpu:0 (ours, same run)`, decodeTokS, residentTokS || null, 'tokens/s'));
+          } else {
+            const base = c.split === 0 ? torch.torch_resident?.decode_tok_s ?? null : torch.accelerate_offload?.[String(c.split)]?.decode_tok_s ?? null;
+            rows.push(row(`decode, ${c.label} (${onCpu} blocks on cpu: ${JSON.stringify(how)}) vs ${c.split === 0 ? 'transformers eager bf16' : 'accelerate cpu offload'}`, decodeTokS, base, 'tokens/s'));
+          }
           if (streamGBps !== null) rows.push(row(`effective streaming, ${c.label} vs PyTorch pinned copy`, streamGBps, torch.pinned_h2d_GBps ?? null, 'GB/s'));
           runs.push({ ...c, loadS, prefillMs: g.ms.prefill, decodeTokS, streamedPerToken: perToken, streamGBps, logitsErr: err, tokens: g.tokens, blocksOnCpu: onCpu, exec: how, vsResident: residentTokS ? decodeTokS / residentTokS : null });
           log(`${c.label}: load ${loadS.toFixed(1)} s, prefill ${g.ms.prefill.toFixed(0)} ms, decode ${decodeTokS.toFixed(2)} tok/s${streamGBps ? `, streaming ${streamGBps.toFixed(1)} GB/s` : ''}`);
