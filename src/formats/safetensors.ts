@@ -56,6 +56,13 @@ export class SafetensorsFile {
     return bytes;
   }
 
+  /** The tensor's stored bytes into `target` (exactly its byteLength), with no allocation. */
+  async readRawInto(name: string, target: Uint8Array): Promise<void> {
+    const info = this.tensor(name);
+    if (target.byteLength !== info.byteLength) throw new RangeError(`${this.name}: ${name} has ${info.byteLength} bytes, the target ${target.byteLength}`);
+    await this.#source.readInto(info.offset, target);
+  }
+
   /** The same as read(): the name every weights file shares (see TensorFile). */
   readRaw(name: string): Promise<Uint8Array> {
     return this.read(name);

@@ -13,6 +13,8 @@ export interface WeightTensor {
   /** The file that holds it, for messages. */
   readonly file: string;
   readRaw(): Promise<Uint8Array>;
+  /** The stored bytes read straight into `target` (byteLength bytes), e.g. a mapped GPU buffer: no copy on the host. */
+  readRawInto?(target: Uint8Array): Promise<void>;
   /** Converted (or dequantized) to float32 on the CPU. */
   readF32(): Promise<Float32Array>;
 }
@@ -92,6 +94,7 @@ export class WeightSet {
 export interface TensorFile {
   readonly name: string;
   readRaw(tensor: string): Promise<Uint8Array>;
+  readRawInto?(tensor: string, target: Uint8Array): Promise<void>;
   readF32(tensor: string): Promise<Float32Array>;
 }
 
@@ -107,6 +110,7 @@ export function tensorsOf(file: TensorFile,
       byteLength: info.byteLength,
       file: file.name,
       readRaw: () => file.readRaw(info.name),
+      readRawInto: file.readRawInto ? (target: Uint8Array) => file.readRawInto!(info.name, target) : undefined,
       readF32: () => file.readF32(info.name),
     });
   }

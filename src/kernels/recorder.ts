@@ -1,4 +1,4 @@
-import type { GpuDevice } from '../devices/gpu-device.ts';
+import type { GpuDevice, TrackedBuffer } from '../devices/gpu-device.ts';
 import { dispatchGrid } from './grid.ts';
 import { kernelLimits, type KernelLimits } from './limits.ts';
 import { computePipeline } from './pipelines.ts';
@@ -17,6 +17,35 @@ interface Recorded {
 }
 
 const UNIFORM_ALIGN = 256;
+
+/**
+ * One uniform buffer per device, reused by every submit and grown when a submit needs more:
+ * queue.writeBuffer is ordered after the submits before it, so rewriting it is safe, and a
+ * step allocates nothing (an allocation's error scopes cost a round trip to the device).
+ */
+const uniformBuffers = new WeakMap<GpuDevice, TrackedBuffer>();
+
+async function uniformBufferFor(gpu: GpuDevice, bytes: number): Promise<TrackedBuffer> {
+  const have = uniformBuffers.get(gpu);
+  if (have && have.bytes >= bytes) return have;
+  const size = Math.max(64 * 1024, 2 ** Math.ceil(Math.log2(bytes)));
+  const made = await gpu.createBuffer({ label: 'kernel uniforms', size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  const now = uniformBuffers.get(gpu);
+  if (now && now.bytes >= bytes) {
+    made.destroy(); // another recorder grew it meanwhile
+    return now;
+  }
+  // Dispatches already submitted keep the old one alive until they complete (WebGPU defers the free).
+  now?.destroy();
+  uniformBuffers.set(gpu, made);
+  return made;
+}
+
+/** Frees a device's uniform buffer (freeAll, device loss). */
+export function dropUniformBuffer(gpu: GpuDevice): void {
+  uniformBuffers.get(gpu)?.destroy();
+  uniformBuffers.delete(gpu);
+}
 
 /**
  * Records kernel dispatches and submits them together, one command buffer per submit().
@@ -67,7 +96,6 @@ export class KernelRecorder {
     this.#recorded.push({ pipeline, bindings, uniformOffset, uniformBytes, groups: grid, label });
   }
 
-  /** Encodes and submits everything recorded, and resolves when the GPU has finished it. */
   /**
    * Encodes and submits what was recorded. By default waits for the GPU to finish; `wait: false`
    * returns once submitted (the runtime orders everything on the one queue, and reads back
@@ -82,10 +110,10 @@ export class KernelRecorder {
     this.#uniformBytes = 0;
     if (recorded.length === 0) return;
     const device = this.gpu.device;
-    const uniformBuffer = total > 0
-      ? await this.gpu.createBuffer({ label: 'kernel uniforms', size: total, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST })
-      : null;
-    try {
+    const uniformBuffer = total > 0 ? await uniformBufferFor(this.gpu, total) : null;
+    // From here to queue.submit nothing awaits: the uniform write and the dispatches that read it
+    // reach the queue together, after every earlier submit (which read the buffer's old contents).
+    {
       if (uniformBuffer) {
         const staging = new Uint8Array(total);
         let i = 0;
@@ -107,10 +135,7 @@ export class KernelRecorder {
       }
       pass.end();
       device.queue.submit([encoder.finish()]);
-      if (options.wait ?? true) await device.queue.onSubmittedWorkDone();
-    } finally {
-      // Safe before the work finishes: WebGPU frees a destroyed buffer once submitted work using it completes.
-      uniformBuffer?.destroy();
     }
+    if (options.wait ?? true) await device.queue.onSubmittedWorkDone();
   }
 }

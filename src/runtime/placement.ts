@@ -105,6 +105,37 @@ function roleOf(kind: string, shape: readonly number[]): 'matrix' | 'other' {
   return kind !== 'embedding' && shape.length === 2 ? 'matrix' : 'other';
 }
 
+/**
+ * A tensor the GPU takes as stored, uncut: read from the file straight into the buffer's mapping
+ * (no host copy; what makes a 16 GB load I/O-bound). Null when it needs a host-side form.
+ */
+async function directToGpu(gpu: GpuDevice, weights: WeightSet, name: string, c: CanonicalTensor, kind: string,
+  usage: GPUBufferUsageFlags, account?: CpuDevice): Promise<{ storage: TrackedBuffer; dtype: GpuDtype; shape: readonly number[]; bytes: number } | null> {
+  if (c.rows || c.transpose) return null;
+  const src = weights.tensor(c.source);
+  const stored = GPU_STORED[src.dtype.toUpperCase()];
+  if (!src.readRawInto || !stored) return null;
+  const k = src.shape[src.shape.length - 1] ?? 1;
+  if (!(roleOf(kind, src.shape) === 'matrix' || PLAIN.has(stored)) || k % GPU_DTYPE_LAYOUT[stored].blockElements !== 0) return null;
+  const size = Math.max(4, Math.ceil(src.byteLength / 4) * 4);
+  const storage = await gpu.createBuffer({
+    label: account ? `${name} (host-visible)` : name, size, usage, mappedAtCreation: true,
+    account: account && { ledger: account.ledger, name: account.name, capacity: account.capacity.bytes, source: account.capacity.source },
+  });
+  try {
+    await src.readRawInto(new Uint8Array(storage.buffer.getMappedRange(0, size), 0, src.byteLength));
+  } catch (error) {
+    storage.buffer.unmap();
+    storage.destroy();
+    throw error;
+  }
+  storage.buffer.unmap();
+  return { storage, dtype: stored, shape: src.shape, bytes: src.byteLength };
+}
+
+const DEVICE_USAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+const HOST_VISIBLE_USAGE = () => GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC;
+
 export async function toGpu(gpu: GpuDevice, t: TensorBytes, kind: string): Promise<GpuWeight> {
   const form = await gpuForm(t, roleOf(kind, t.shape));
   // Written through a mapping at creation: a memcpy into memory Dawn copies to the device by DMA,
@@ -195,9 +226,13 @@ export async function placeWeights(o: PlaceOptions): Promise<Map<string, PlacedB
       const entry: PlacedBlock = { placement: p, weights: new Map(), hostVisible: new Map(), donor: new Map(), names };
       for (const name of names) {
         const load = async () => readCanonical(o.weights, name, o.index.get(name)!);
+        const canonical = o.index.get(name)!;
         if (p.exec === 'stream' && p.device === 'cpu') {
           const gpu = o.devices.get(p.execDevice) as GpuDevice;
-          entry.hostVisible.set(name, await toHostVisible(gpu, await load(), block.kind, o.devices.cpu));
+          const direct = await directToGpu(gpu, o.weights, name, canonical, block.kind, HOST_VISIBLE_USAGE(), o.devices.cpu);
+          entry.hostVisible.set(name, direct
+            ? new HostVisibleTensor(name, direct.dtype, direct.shape, direct.storage, direct.bytes)
+            : await toHostVisible(gpu, await load(), block.kind, o.devices.cpu));
         } else if (p.exec === 'stream') {
           const donor = o.devices.get(p.device) as GpuDevice;
           entry.donor.set(name, await toGpu(donor, await load(), block.kind));
@@ -208,7 +243,11 @@ export async function placeWeights(o: PlaceOptions): Promise<Map<string, PlacedB
           if (!w) {
             w = device === 'cpu'
               ? load().then(async (t) => toCpu(await o.cpuKernels(), t))
-              : load().then((t) => toGpu(o.devices.get(device) as GpuDevice, t, block.kind));
+              : (async () => {
+                const gpu = o.devices.get(device) as GpuDevice;
+                const direct = await directToGpu(gpu, o.weights, name, canonical, block.kind, DEVICE_USAGE());
+                return direct ? new GpuWeight(name, new GpuTensor(gpu, direct.storage, direct.shape, direct.dtype)) : toGpu(gpu, await load(), block.kind);
+              })();
             shared.set(key, w);
           }
           entry.weights.set(name, await w);
