@@ -179,6 +179,8 @@ async function main(): Promise<void> {
         try {
           const onCpu = model.plan.blocks.filter((b) => b.device === 'cpu').length;
           const how = model.plan.blocks.filter((b) => b.device === 'cpu').reduce((m, b) => ({ ...m, [b.exec]: (m[b.exec] ?? 0) + 1 }), {} as Record<string, number>);
+          // Warm-up: the decode kernels (GEMV, attention over a cache) compile on their first token.
+          await model.generate(prompt, 3);
           const g = await model.generate(prompt, tokens);
           const decodeTokS = (tokens - 1) / (g.ms.decode / 1000);
           const perToken = g.streamedBytes.decode / Math.max(1, tokens - 1);
