@@ -17,7 +17,7 @@ import type { HostTensor } from '../../src/models/program.ts';
 import type { ExecutionMode } from '../../src/allocation/planner.ts';
 import { loadModel } from '../../src/runtime/model.ts';
 import { fixturePath } from '../fixtures.ts';
-import { ALLOCATIONS, expectClose, expectedOf, expectIdentical, fixtureDevices, relativeError, TOLERANCE } from './harness.ts';
+import { ALLOCATIONS, expectClose, expectedOf, expectIdentical, fixtureDevices, relativeError, TOLERANCE, WEIGHT_FILES } from './harness.ts';
 
 const FIXTURE = 'clip-text-tiny';
 const LAYERS = 3;
@@ -125,11 +125,7 @@ describe('clip-text: tables', () => {
   });
 });
 
-const WEIGHTS = [
-  { dtype: 'f32', file: 'model.safetensors', tol: TOLERANCE.f32 },
-  { dtype: 'f16', file: 'model.f16.safetensors', tol: TOLERANCE.f16 },
-  { dtype: 'bf16', file: 'model.bf16.safetensors', tol: TOLERANCE.bf16 },
-] as const;
+const WEIGHTS = [WEIGHT_FILES.f32, WEIGHT_FILES.f16, WEIGHT_FILES.bf16] as const;
 
 describe.each(WEIGHTS)('clip-text-tiny, $dtype weights', ({ file, tol }) => {
   let reference: Map<string, HostTensor> | undefined;

@@ -17,7 +17,7 @@ import { configureFluxDit, fluxDitModel, fluxRopeSpec } from '../../src/models/f
 import { fixturePath } from '../fixtures.ts';
 import { loadModel } from '../../src/runtime/model.ts';
 import type { HostTensor } from '../../src/models/program.ts';
-import { ALLOCATIONS, expectClose, expectedOf, expectIdentical, fixtureDevices, runFixture, TOLERANCE } from './harness.ts';
+import { ALLOCATIONS, expectClose, expectedOf, expectIdentical, fixtureDevices, runFixture, TOLERANCE, WEIGHT_FILES } from './harness.ts';
 
 const FIXTURE = 'flux-dit-tiny';
 
@@ -216,10 +216,7 @@ describe('flux-dit: rotary table', () => {
   });
 });
 
-const WEIGHTS = [
-  { dtype: 'f32', file: 'model.safetensors', tol: TOLERANCE.f32 },
-  { dtype: 'bf16', file: 'model.bf16.safetensors', tol: TOLERANCE.bf16 },
-] as const;
+const WEIGHTS = [WEIGHT_FILES.f32, WEIGHT_FILES.bf16] as const;
 
 describe.each(WEIGHTS)('flux-dit-tiny, $dtype weights', ({ file, tol }) => {
   let reference: Map<string, HostTensor> | undefined;

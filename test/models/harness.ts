@@ -35,6 +35,13 @@ export const ALLOCATIONS: ReadonlyArray<{ readonly label: string; readonly alloc
 /** Tolerances of issue 7: max |got − expected| ≤ tol · max |expected|, per tensor. */
 export const TOLERANCE = { f32: 1e-3, gguf: 1e-3, f16: 5e-3, bf16: 2e-2 } as const;
 
+/** The weight files of a fixture folder and the tolerance each is held to. */
+export const WEIGHT_FILES = {
+  f32: { dtype: 'f32', file: 'model.safetensors', tol: TOLERANCE.f32 },
+  f16: { dtype: 'f16', file: 'model.f16.safetensors', tol: TOLERANCE.f16 },
+  bf16: { dtype: 'bf16', file: 'model.bf16.safetensors', tol: TOLERANCE.bf16 },
+} as const;
+
 /** Every tensor of expected.safetensors (inputs and outputs) as f32 or i32 host tensors. */
 export async function expectedOf(fixture: string): Promise<Map<string, HostTensor>> {
   const file = await openSafetensors(fixturePath(fixture, 'expected.safetensors'));

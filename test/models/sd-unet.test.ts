@@ -19,13 +19,10 @@ import { ldmUnetLayout } from '../../src/models/sd-unet/ldm-names.ts';
 import { configureSdUnet, sdUnetModel } from '../../src/models/sd-unet/model.ts';
 import { loadModel } from '../../src/runtime/model.ts';
 import { fixturePath } from '../fixtures.ts';
-import { ALLOCATIONS, expectClose, expectedOf, expectIdentical, fixtureDevices, runFixture, TOLERANCE } from './harness.ts';
+import { ALLOCATIONS, expectClose, expectedOf, expectIdentical, fixtureDevices, runFixture, TOLERANCE, WEIGHT_FILES } from './harness.ts';
 
 const FIXTURE = 'unet-tiny';
-const WEIGHTS = [
-  { dtype: 'f32', file: 'model.safetensors', tol: TOLERANCE.f32 },
-  { dtype: 'bf16', file: 'model.bf16.safetensors', tol: TOLERANCE.bf16 },
-] as const;
+const WEIGHTS = [WEIGHT_FILES.f32, WEIGHT_FILES.bf16] as const;
 /** The first run of a file compiles every pipeline: minutes on a loaded SwiftShader. */
 const TIMEOUT = 300_000;
 

@@ -20,17 +20,14 @@ import { ldmVaeName, ldmVaeToDiffusers } from '../../src/models/sd-vae/ldm-names
 import { configureSdVae, sdVaeModel } from '../../src/models/sd-vae/model.ts';
 import { loadModel } from '../../src/runtime/model.ts';
 import { fixturePath } from '../fixtures.ts';
-import { ALLOCATIONS, expectClose, expectedOf, expectIdentical, fixtureDevices, runFixture, TOLERANCE } from './harness.ts';
+import { ALLOCATIONS, expectClose, expectedOf, expectIdentical, fixtureDevices, runFixture, TOLERANCE, WEIGHT_FILES } from './harness.ts';
 
 const FIXTURE = 'vae-tiny';
 const ENTRIES = [
   { entry: 'encode', input: 'image', output: 'encoded_mean' },
   { entry: 'decode', input: 'latents', output: 'decoded' },
 ] as const;
-const WEIGHTS = [
-  { dtype: 'f32', file: 'model.safetensors', tol: TOLERANCE.f32 },
-  { dtype: 'bf16', file: 'model.bf16.safetensors', tol: TOLERANCE.bf16 },
-] as const;
+const WEIGHTS = [WEIGHT_FILES.f32, WEIGHT_FILES.bf16] as const;
 /** Most of the encoder on the cpu: the first 10% of the model's bytes stay on gpu:0. */
 const ENCODER_SPLIT = { label: 'gpu:0,10%;cpu,* pipeline', allocation: 'gpu:0,10%;cpu,*', mode: 'pipeline' } as const;
 const TIMEOUT = 240_000;

@@ -17,7 +17,7 @@ import type { HostTensor } from '../../src/models/program.ts';
 import type { ExecutionMode } from '../../src/allocation/planner.ts';
 import { loadModel } from '../../src/runtime/model.ts';
 import { fixturePath } from '../fixtures.ts';
-import { ALLOCATIONS, expectClose, expectedOf, expectIdentical, fixtureDevices, runFixture, TOLERANCE } from './harness.ts';
+import { ALLOCATIONS, expectClose, expectedOf, expectIdentical, fixtureDevices, runFixture, TOLERANCE, WEIGHT_FILES } from './harness.ts';
 
 const FIXTURE = 't5-encoder-tiny';
 const OUTPUTS = ['last_hidden_state', 'hidden_states.0', 'hidden_states.1', 'hidden_states.2'];
@@ -63,11 +63,7 @@ describe('t5-encoder: tables', () => {
   });
 });
 
-const WEIGHTS = [
-  { dtype: 'f32', file: 'model.safetensors', tol: TOLERANCE.f32 },
-  { dtype: 'f16', file: 'model.f16.safetensors', tol: TOLERANCE.f16 },
-  { dtype: 'bf16', file: 'model.bf16.safetensors', tol: TOLERANCE.bf16 },
-] as const;
+const WEIGHTS = [WEIGHT_FILES.f32, WEIGHT_FILES.f16, WEIGHT_FILES.bf16] as const;
 
 describe.each(WEIGHTS)('t5-encoder-tiny, $dtype weights', ({ file, tol }) => {
   let reference: Map<string, HostTensor> | undefined;

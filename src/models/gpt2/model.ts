@@ -1,4 +1,5 @@
 import { MultiGpuError } from '../../errors.ts';
+import { inputIdsShape } from '../inputs.ts';
 import type { WeightSet } from '../../formats/weights.ts';
 import type { ActivationKind, Tensor } from '../../runtime/backend.ts';
 import type { BlockMap } from '../blocks.ts';
@@ -86,12 +87,6 @@ function blockStep(config: Gpt2Config, i: number, batch: number): Step {
   };
 }
 
-function idsShape(inputs: ReadonlyMap<string, HostTensor>): [number, number] {
-  const ids = inputs.get('input_ids');
-  if (!ids || ids.shape.length !== 2) throw new RangeError(`input_ids must be [batch, length], got ${ids ? `[${ids.shape.join(', ')}]` : 'nothing'}`);
-  return [ids.shape[0]!, ids.shape[1]!];
-}
-
 export const gpt2Model: ModelDefinition<Gpt2Config> = {
   family: 'gpt2',
 
@@ -150,7 +145,7 @@ export const gpt2Model: ModelDefinition<Gpt2Config> = {
       inputs: ['input_ids'],
       outputs: (config) => ['logits', ...Array.from({ length: config.layers + 1 }, (_, i) => `hidden_states.${i}`)],
       steps(config, inputs): Step[] {
-        const [batch, seq] = idsShape(inputs);
+        const [batch, seq] = inputIdsShape(inputs);
         const N = config.layers;
         const steps: Step[] = [
           {

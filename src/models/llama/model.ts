@@ -1,4 +1,5 @@
 import { MultiGpuError } from '../../errors.ts';
+import { inputIdsShape } from '../inputs.ts';
 import type { WeightSet } from '../../formats/weights.ts';
 import { llama3InvFreq, ropeTableValues } from '../../kernels/ops/rope.ts';
 import type { ActivationKind, RopeSpec, Tensor } from '../../runtime/backend.ts';
@@ -257,12 +258,6 @@ function layerStep(config: LlamaConfig, i: number, batch: number, seq: number): 
   };
 }
 
-function idsShape(inputs: ReadonlyMap<string, HostTensor>): [number, number] {
-  const ids = inputs.get('input_ids');
-  if (!ids || ids.shape.length !== 2) throw new RangeError(`input_ids must be [batch, length], got ${ids ? `[${ids.shape.join(', ')}]` : 'nothing'}`);
-  return [ids.shape[0]!, ids.shape[1]!];
-}
-
 export const llamaModel: ModelDefinition<LlamaConfig> = {
   family: 'llama',
 
@@ -286,7 +281,7 @@ export const llamaModel: ModelDefinition<LlamaConfig> = {
       inputs: ['input_ids'],
       outputs: (config) => ['logits', ...Array.from({ length: config.layers + 1 }, (_, i) => `hidden_states.${i}`)],
       steps(config, inputs): Step[] {
-        const [batch, seq] = idsShape(inputs);
+        const [batch, seq] = inputIdsShape(inputs);
         const N = config.layers;
         const steps: Step[] = [{
           block: 'embed_tokens',
