@@ -207,8 +207,9 @@ async function main(): Promise<void> {
             rows.push(row(`decode, ${c.label} (${onCpu} blocks on cpu: ${JSON.stringify(how)}) vs ${c.split === 0 ? 'transformers eager bf16' : 'accelerate cpu offload'}`, decodeTokS, base, 'tokens/s'));
           }
           if (streamGBps !== null) rows.push(row(`effective streaming, ${c.label} vs PyTorch pinned copy`, streamGBps, torch.pinned_h2d_GBps ?? null, 'GB/s'));
-          runs.push({ ...c, loadS, prefillMs: g.ms.prefill, decodeTokS, streamedPerToken: perToken, streamGBps, logitsErr: err, tokens: g.tokens, blocksOnCpu: onCpu, exec: how, vsResident: residentTokS ? decodeTokS / residentTokS : null });
-          log(`${c.label}: load ${loadS.toFixed(1)} s, prefill ${g.ms.prefill.toFixed(0)} ms, decode ${decodeTokS.toFixed(2)} tok/s${streamGBps ? `, streaming ${streamGBps.toFixed(1)} GB/s` : ''}`);
+          runs.push({ ...c, loadS, prefillMs: g.ms.prefill, decodeTokS, decodeHostMs: g.decodeHostMs, streamedPerToken: perToken, streamGBps, logitsErr: err, tokens: g.tokens, blocksOnCpu: onCpu, exec: how, vsResident: residentTokS ? decodeTokS / residentTokS : null });
+          const perTok = (x: number) => (x / Math.max(1, tokens - 1)).toFixed(2);
+          log(`${c.label}: load ${loadS.toFixed(1)} s, prefill ${g.ms.prefill.toFixed(0)} ms, decode ${decodeTokS.toFixed(2)} tok/s${streamGBps ? `, streaming ${streamGBps.toFixed(1)} GB/s` : ''}; per token ${perTok(g.ms.decode)} ms, of which host recording ${perTok(g.decodeHostMs.record)} ms and submitting ${perTok(g.decodeHostMs.submit)} ms`);
         } finally {
           await model.unload();
         }

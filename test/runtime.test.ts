@@ -8,8 +8,8 @@ import { expectedOf, fixtureDevices } from './models/harness.ts';
 import { fixturePath } from './fixtures.ts';
 
 const LLAMA = fixturePath('llama-tiny');
-/** The kernel library's per-device caches (the recorder's uniform buffer, attention constants): freeAll drops them, a model's unload does not. */
-const DEVICE_CACHES = /^(kernel uniforms|attention\.)/;
+/** The kernel library's per-device caches (attention constants): freeAll drops them, a model's unload does not. */
+const DEVICE_CACHES = /^attention\./;
 const modelBytes = (ledger: { entries(): Array<{ label: string; bytes: number }> }) => ledger.entries().filter((e) => !DEVICE_CACHES.test(e.label)).reduce((n, e) => n + e.bytes, 0);
 
 describe('runtime', () => {

@@ -18,34 +18,6 @@ interface Recorded {
 
 const UNIFORM_ALIGN = 256;
 
-/**
- * One uniform buffer per device, reused by every submit and grown when a submit needs more:
- * queue.writeBuffer is ordered after the submits before it, so rewriting it is safe, and a
- * step allocates nothing (an allocation's error scopes cost a round trip to the device).
- */
-const uniformBuffers = new WeakMap<GpuDevice, TrackedBuffer>();
-
-async function uniformBufferFor(gpu: GpuDevice, bytes: number): Promise<TrackedBuffer> {
-  const have = uniformBuffers.get(gpu);
-  if (have && have.bytes >= bytes) return have;
-  const size = Math.max(64 * 1024, 2 ** Math.ceil(Math.log2(bytes)));
-  const made = await gpu.createBuffer({ label: 'kernel uniforms', size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  const now = uniformBuffers.get(gpu);
-  if (now && now.bytes >= bytes) {
-    made.destroy(); // another recorder grew it meanwhile
-    return now;
-  }
-  // Dispatches already submitted keep the old one alive until they complete (WebGPU defers the free).
-  now?.destroy();
-  uniformBuffers.set(gpu, made);
-  return made;
-}
-
-/** Frees a device's uniform buffer (freeAll, device loss). */
-export function dropUniformBuffer(gpu: GpuDevice): void {
-  uniformBuffers.get(gpu)?.destroy();
-  uniformBuffers.delete(gpu);
-}
 
 /**
  * Records kernel dispatches and submits them together, one command buffer per submit().
@@ -60,8 +32,18 @@ export class KernelRecorder {
   #uniforms: Uint8Array[] = [];
   #uniformBytes = 0;
 
-  constructor(gpu: GpuDevice) {
+  /**
+   * Kept across submits when the recorder is built with `reuseUniforms` (the runtime's, one per
+   * backend): queue.writeBuffer is ordered after the submits before it, so rewriting it is safe,
+   * and a step then allocates nothing (an allocation's error scopes cost a round trip to the
+   * device). Freed by dispose(). Otherwise each submit makes one and frees it.
+   */
+  #uniformBuffer: TrackedBuffer | null = null;
+  readonly #reuseUniforms: boolean;
+
+  constructor(gpu: GpuDevice, options: { reuseUniforms?: boolean } = {}) {
     this.gpu = gpu;
+    this.#reuseUniforms = options.reuseUniforms ?? false;
     this.limits = kernelLimits(gpu);
   }
 
@@ -110,7 +92,7 @@ export class KernelRecorder {
     this.#uniformBytes = 0;
     if (recorded.length === 0) return;
     const device = this.gpu.device;
-    const uniformBuffer = total > 0 ? await uniformBufferFor(this.gpu, total) : null;
+    const uniformBuffer = total > 0 ? await this.#uniformsFor(total) : null;
     // From here to queue.submit nothing awaits: the uniform write and the dispatches that read it
     // reach the queue together, after every earlier submit (which read the buffer's old contents).
     {
@@ -136,6 +118,31 @@ export class KernelRecorder {
       pass.end();
       device.queue.submit([encoder.finish()]);
     }
+    // Safe before the work finishes: WebGPU frees a destroyed buffer once submitted work using it completes.
+    if (!this.#reuseUniforms) uniformBuffer?.destroy();
     if (options.wait ?? true) await device.queue.onSubmittedWorkDone();
+  }
+
+  async #uniformsFor(bytes: number): Promise<TrackedBuffer> {
+    const usage = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
+    if (!this.#reuseUniforms) return this.gpu.createBuffer({ label: 'kernel uniforms', size: bytes, usage });
+    const have = this.#uniformBuffer;
+    if (have && have.bytes >= bytes) return have;
+    // Dispatches already submitted keep the old one alive until they complete.
+    have?.destroy();
+    this.#uniformBuffer = null;
+    this.#uniformBuffer = await this.gpu.createBuffer({ label: 'kernel uniforms', size: Math.max(64 * 1024, 2 ** Math.ceil(Math.log2(bytes))), usage });
+    return this.#uniformBuffer;
+  }
+
+  /** Bytes of the uniform buffer it keeps (reuseUniforms). */
+  get heldBytes(): number {
+    return this.#uniformBuffer?.bytes ?? 0;
+  }
+
+  /** Frees the uniform buffer it keeps. */
+  dispose(): void {
+    this.#uniformBuffer?.destroy();
+    this.#uniformBuffer = null;
   }
 }

@@ -9,7 +9,6 @@ import type { WeightSet } from '../formats/weights.ts';
 import { dropAttentionBuffers } from '../kernels/ops/attention-common.ts';
 import { releaseSgmatScratch } from '../kernels/ops/matmul.ts';
 import { dropPipelines } from '../kernels/pipelines.ts';
-import { dropUniformBuffer } from '../kernels/recorder.ts';
 import type { HostTensor } from '../models/program.ts';
 import { loadModel, type ForwardResult, type GenerateResult, type LoadedModel } from '../runtime/model.ts';
 import { ManagerCapacityError, ModelUnusableError, UnknownManagedModelError } from './errors.ts';
@@ -282,7 +281,6 @@ function shortDevices(error: unknown): string[] | null {
 
 async function dropGpuCaches(gpu: GpuDevice): Promise<void> {
   dropPipelines(gpu);
-  dropUniformBuffer(gpu);
   await dropAttentionBuffers(gpu);
   releaseSgmatScratch(gpu);
 }

@@ -80,13 +80,13 @@ export class GpuBackend implements Backend {
     this.device = gpu.name;
   }
 
+  /** One recorder for the backend's life: it keeps its uniform buffer from submit to submit. */
   get rec(): KernelRecorder {
-    return (this.#rec ??= new KernelRecorder(this.gpu));
+    return (this.#rec ??= new KernelRecorder(this.gpu, { reuseUniforms: true }));
   }
 
   async flush(): Promise<void> {
     const rec = this.#rec;
-    this.#rec = null;
     if (rec && rec.pending > 0) await rec.submit({ wait: false });
   }
 
@@ -127,6 +127,7 @@ export class GpuBackend implements Backend {
     for (const s of this.#live) n += s.bytes;
     for (const list of this.#pool.values()) for (const s of list) n += s.bytes;
     for (const t of this.#tables) n += t.storage.bytes;
+    n += this.#rec?.heldBytes ?? 0;
     for (const kv of this.#caches) n += kv.cache.k.storage.bytes + kv.cache.v.storage.bytes;
     return n;
   }
@@ -142,6 +143,8 @@ export class GpuBackend implements Backend {
     await this.collect([]);
     for (const list of this.#pool.values()) for (const s of list) s.destroy();
     this.#pool.clear();
+    this.#rec?.dispose();
+    this.#rec = null;
     for (const kv of this.#caches) kv.cache.destroy();
     this.#caches.clear();
     for (const t of this.#tables) t.destroy();

@@ -54,6 +54,8 @@ export interface GenerateResult {
   readonly ms: { readonly prefill: number; readonly decode: number };
   /** Weight bytes streamed to the compute device: in the prefill pass, and in all decode passes together. */
   readonly streamedBytes: { readonly prefill: number; readonly decode: number };
+  /** Host time of the decode passes spent recording ops and submitting them (the rest is waiting for the GPU or the cpu). */
+  readonly decodeHostMs: { readonly record: number; readonly submit: number };
 }
 
 /** A model whose weights sit where its plan put them, ready to run. */
@@ -134,7 +136,7 @@ export class LoadedModel {
         `name the tensors as the reference implementation's arguments: ${[...def.inputs, ...(def.optionalInputs ?? [])].join(', ')}`);
     }
     const start = performance.now();
-    const stats: RunStats = { movedBytes: 0, moves: 0 };
+    const stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0 };
     const staged = () => [...this.#staging.values()].reduce((s, a) => s + a.copiedBytes, 0);
     const before = staged();
     const all = def.outputs(this.config, map);
@@ -163,12 +165,17 @@ export class LoadedModel {
     const t0 = performance.now();
     let prefill = 0;
     const streamed = { prefill: 0, decode: 0 };
+    const host = { record: 0, submit: 0 };
     try {
       let ids = Int32Array.from(prompt);
       for (let i = 0; i < newTokens; i++) {
         // Only the logits come back to the host: the hidden states stay where they were made.
         const r = await this.forward(new Map([[input, { data: ids, shape: [1, ids.length] }]]), 'forward', session, [lm.logits]);
         streamed[i === 0 ? 'prefill' : 'decode'] += r.stats.stagedBytes;
+        if (i > 0) {
+          host.record += r.stats.recordMs;
+          host.submit += r.stats.submitMs;
+        }
         session.position += ids.length;
         const logits = r.outputs.get(lm.logits)!;
         const vocab = logits.shape[logits.shape.length - 1]!;
@@ -183,7 +190,7 @@ export class LoadedModel {
     } finally {
       session.close();
     }
-    return { tokens, stepLogits, ms: { prefill, decode: performance.now() - t0 - prefill }, streamedBytes: streamed };
+    return { tokens, stepLogits, ms: { prefill, decode: performance.now() - t0 - prefill }, streamedBytes: streamed, decodeHostMs: host };
   }
 
   /** Frees its pooled activation and staging buffers (they come back as needed); returns the bytes freed. */

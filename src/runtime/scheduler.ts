@@ -37,6 +37,10 @@ export interface RunStats {
   /** Bytes of activations moved between devices. */
   movedBytes: number;
   moves: number;
+  /** Host time spent recording the steps' ops (model math, op checks, pipeline lookups). */
+  recordMs: number;
+  /** Host time spent encoding and submitting them (bind groups, uniforms, queue.submit). */
+  submitMs: number;
 }
 
 /**
@@ -54,7 +58,7 @@ export class Scheduler {
   ) {}
 
   async run(steps: readonly Step[], inputs: ReadonlyMap<string, HostTensor>, outputs: readonly string[], session?: KvSession,
-    stats: RunStats = { movedBytes: 0, moves: 0 }): Promise<Map<string, HostTensor>> {
+    stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0 }): Promise<Map<string, HostTensor>> {
     // name → its copies, by device ('host' for inputs)
     const state = new Map<string, Map<string, Tensor | HostTensor>>();
     for (const [name, t] of inputs) state.set(name, new Map([['host', t]]));
@@ -152,8 +156,12 @@ export class Scheduler {
             return c.handle;
           },
         };
+        const t0 = performance.now();
         await step.run(ctx);
+        const t1 = performance.now();
         if (backend instanceof GpuBackend) await backend.collect(keepOn(device));
+        stats.recordMs += t1 - t0;
+        stats.submitMs += performance.now() - t1;
         if (stream && steps[i + 1]?.block !== step.block) this.staging(device).release(stream.placement.name);
       }
       const result = new Map<string, HostTensor>();
