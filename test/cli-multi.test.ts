@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseStage } from '../src/cli/run.ts';
 import { openSafetensors } from '../src/formats/safetensors.ts';
-import { writeSafetensorsFile, type TensorToWrite } from '../src/formats/safetensors-writer.ts';
+import { writeSafetensorsFile } from '../src/formats/safetensors-writer.ts';
+import { hostTensorToWrite } from '../src/runtime/host-tensors.ts';
 import { UsageError } from '../src/errors.ts';
 import { expectClose, expectedOf, TOLERANCE } from './models/harness.ts';
 import type { HostTensor } from '../src/models/program.ts';
@@ -15,9 +16,7 @@ import { fixturePath } from './fixtures.ts';
 const dir = mkdtempSync(join(tmpdir(), 'multigpu-run-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const toWrite = (name: string, t: HostTensor): TensorToWrite => (t.data instanceof Int32Array
-  ? { name, dtype: 'I64', shape: t.shape, data: BigInt64Array.from(t.data, (v) => BigInt(v)) }
-  : { name, dtype: 'F32', shape: t.shape, data: t.data });
+const toWrite = hostTensorToWrite;
 
 describe('parseStage', () => {
   it('reads name, keys and input links', () => {

@@ -5,9 +5,9 @@ import type { DeviceSet } from '../devices/device-set.ts';
 import { importNodeBuiltin } from '../devices/runtime.ts';
 import { UsageError } from '../errors.ts';
 import { openWeights } from '../formats/open-weights.ts';
-import { openSafetensors } from '../formats/safetensors.ts';
 import { writeSafetensorsFile } from '../formats/safetensors-writer.ts';
 import type { HostTensor } from '../models/program.ts';
+import { hostTensorToWrite, readHostTensors } from '../runtime/host-tensors.ts';
 import { loadModel, type LoadedModel } from '../runtime/model.ts';
 import { renderPlan } from './plan.ts';
 
@@ -48,20 +48,6 @@ async function withModel<T>(o: ModelRunOptions, body: (model: LoadedModel, devic
   }
 }
 
-async function readInputs(file: string): Promise<Map<string, HostTensor>> {
-  const st = await openSafetensors(file);
-  try {
-    const inputs = new Map<string, HostTensor>();
-    for (const [name, info] of st.tensors) {
-      const f = await st.readF32(name);
-      const ints = /^[IU]\d+$/.test(info.dtype);
-      inputs.set(name, { data: ints ? Int32Array.from(f) : f, shape: [...info.shape] });
-    }
-    return inputs;
-  } finally {
-    await st.close();
-  }
-}
 
 const sameStart = (a: readonly number[], b: readonly number[]) => a.slice(0, b.length).every((v, i) => v === b[i]) || b.slice(0, a.length).every((v, i) => v === a[i]);
 
@@ -72,7 +58,7 @@ const ms = (x: number) => `${x.toFixed(1)} ms`;
  * as f32 under the reference's name, and for causal LMs the greedy continuation of input_ids[0].
  */
 export async function forwardCommand(o: ModelRunOptions & { inputs: string; out: string }): Promise<string> {
-  const inputs = await readInputs(o.inputs);
+  const inputs = await readHostTensors(o.inputs);
   return withModel(o, async (model) => {
     const entries = Object.entries(model.entries).filter(([, e]) => e.inputs.every((n) => inputs.has(n)));
     if (entries.length === 0) {
@@ -96,9 +82,7 @@ export async function forwardCommand(o: ModelRunOptions & { inputs: string; out:
       outputs.set('greedy_tokens', { data: Int32Array.from(g.tokens), shape: [g.tokens.length] });
       lines.push(`greedy_tokens: ${g.tokens.join(' ')} (prefill ${ms(g.ms.prefill)}, decode ${ms(g.ms.decode)})`);
     }
-    await writeSafetensorsFile(o.out, [...outputs].map(([name, t]) => (t.data instanceof Int32Array
-      ? { name, dtype: 'I64' as const, shape: t.shape, data: BigInt64Array.from(t.data, (v) => BigInt(v)) }
-      : { name, dtype: 'F32' as const, shape: t.shape, data: t.data })));
+    await writeSafetensorsFile(o.out, [...outputs].map(([name, t]) => hostTensorToWrite(name, t)));
     lines.push(`wrote ${outputs.size} tensors to ${o.out}: ${[...outputs.keys()].join(', ')}`);
     return lines.join('\n');
   });
@@ -119,7 +103,7 @@ export async function defaultModel(): Promise<{ path: string; prompt: number[]; 
     } catch {
       continue;
     }
-    const expected = await readInputs(`${path}/expected.safetensors`);
+    const expected = await readHostTensors(`${path}/expected.safetensors`);
     const ids = expected.get('input_ids')!;
     const greedy = expected.get('greedy_tokens')!;
     return { path, prompt: [...ids.data.subarray(0, ids.shape[ids.shape.length - 1]!)], reference: [...greedy.data] };
@@ -215,7 +199,7 @@ export async function runCommand(o: { stages: readonly StageSpec[]; inputs?: str
     }
     names.add(s.name);
   }
-  const file = o.inputs ? await readInputs(o.inputs) : new Map<string, HostTensor>();
+  const file = o.inputs ? await readHostTensors(o.inputs) : new Map<string, HostTensor>();
   const { ModelManager } = await import('../manager/manager.ts');
   const path = await importNodeBuiltin<typeof import('node:path')>('path');
   const devices = await openDevices({ memory: o.memory });
@@ -251,9 +235,7 @@ export async function runCommand(o: { stages: readonly StageSpec[]; inputs?: str
     await manager.unloadAll();
     const kept = manager.list().map((m) => m.name);
     lines.push(`loaded after unloadAll: ${kept.join(', ') || 'none'}`);
-    await writeSafetensorsFile(o.out, [...results].map(([name, t]) => (t.data instanceof Int32Array
-      ? { name, dtype: 'I64' as const, shape: t.shape, data: BigInt64Array.from(t.data, (v) => BigInt(v)) }
-      : { name, dtype: 'F32' as const, shape: t.shape, data: t.data })));
+    await writeSafetensorsFile(o.out, [...results].map(([name, t]) => hostTensorToWrite(name, t)));
     lines.push(`wrote ${results.size} tensors to ${o.out}`);
     return lines.join('\n');
   } finally {

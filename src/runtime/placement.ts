@@ -106,6 +106,29 @@ function roleOf(kind: string, shape: readonly number[]): 'matrix' | 'other' {
 }
 
 /**
+ * A buffer written through its mapping at creation (a memcpy, or a file read, into memory Dawn
+ * copies to the device by DMA; queue.writeBuffer measured 1.6 GB/s on an H100). Host-visible
+ * buffers count on the cpu's ledger (`account`).
+ */
+async function filledBuffer(gpu: GpuDevice, label: string, byteLength: number, usage: GPUBufferUsageFlags,
+  fill: (view: Uint8Array) => void | Promise<void>, account?: CpuDevice): Promise<TrackedBuffer> {
+  const size = Math.max(4, Math.ceil(byteLength / 4) * 4);
+  const storage = await gpu.createBuffer({
+    label: account ? `${label} (host-visible)` : label, size, usage, mappedAtCreation: true,
+    account: account && { ledger: account.ledger, name: account.name, capacity: account.capacity.bytes, source: account.capacity.source },
+  });
+  try {
+    await fill(new Uint8Array(storage.buffer.getMappedRange(0, size), 0, byteLength));
+  } catch (error) {
+    storage.buffer.unmap();
+    storage.destroy();
+    throw error;
+  }
+  storage.buffer.unmap();
+  return storage;
+}
+
+/**
  * A tensor the GPU takes as stored, uncut: read from the file straight into the buffer's mapping
  * (no host copy; what makes a 16 GB load I/O-bound). Null when it needs a host-side form.
  */
@@ -117,19 +140,7 @@ async function directToGpu(gpu: GpuDevice, weights: WeightSet, name: string, c: 
   if (!src.readRawInto || !stored) return null;
   const k = src.shape[src.shape.length - 1] ?? 1;
   if (!(roleOf(kind, src.shape) === 'matrix' || PLAIN.has(stored)) || k % GPU_DTYPE_LAYOUT[stored].blockElements !== 0) return null;
-  const size = Math.max(4, Math.ceil(src.byteLength / 4) * 4);
-  const storage = await gpu.createBuffer({
-    label: account ? `${name} (host-visible)` : name, size, usage, mappedAtCreation: true,
-    account: account && { ledger: account.ledger, name: account.name, capacity: account.capacity.bytes, source: account.capacity.source },
-  });
-  try {
-    await src.readRawInto(new Uint8Array(storage.buffer.getMappedRange(0, size), 0, src.byteLength));
-  } catch (error) {
-    storage.buffer.unmap();
-    storage.destroy();
-    throw error;
-  }
-  storage.buffer.unmap();
+  const storage = await filledBuffer(gpu, name, src.byteLength, usage, (view) => src.readRawInto!(view), account);
   return { storage, dtype: stored, shape: src.shape, bytes: src.byteLength };
 }
 
@@ -138,14 +149,7 @@ const HOST_VISIBLE_USAGE = () => GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_
 
 export async function toGpu(gpu: GpuDevice, t: TensorBytes, kind: string): Promise<GpuWeight> {
   const form = await gpuForm(t, roleOf(kind, t.shape));
-  // Written through a mapping at creation: a memcpy into memory Dawn copies to the device by DMA,
-  // where queue.writeBuffer measured 1.6 GB/s on an H100.
-  const size = Math.max(4, Math.ceil(form.bytes.byteLength / 4) * 4);
-  const storage = await gpu.createBuffer({
-    label: t.name, size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC, mappedAtCreation: true,
-  });
-  new Uint8Array(storage.buffer.getMappedRange(0, size)).set(form.bytes);
-  storage.buffer.unmap();
+  const storage = await filledBuffer(gpu, t.name, form.bytes.byteLength, DEVICE_USAGE(), (view) => view.set(form.bytes));
   return new GpuWeight(t.name, new GpuTensor(gpu, storage, t.shape, form.dtype));
 }
 
@@ -179,13 +183,7 @@ export class HostVisibleTensor {
 
 export async function toHostVisible(gpu: GpuDevice, t: TensorBytes, kind: string, cpu: CpuDevice): Promise<HostVisibleTensor> {
   const form = await gpuForm(t, roleOf(kind, t.shape));
-  const size = Math.max(4, Math.ceil(form.bytes.byteLength / 4) * 4);
-  const buffer = await gpu.createBuffer({
-    label: `${t.name} (host-visible)`, size, usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC, mappedAtCreation: true,
-    account: { ledger: cpu.ledger, name: cpu.name, capacity: cpu.capacity.bytes, source: cpu.capacity.source },
-  });
-  new Uint8Array(buffer.buffer.getMappedRange(0, size)).set(form.bytes);
-  buffer.buffer.unmap();
+  const buffer = await filledBuffer(gpu, t.name, form.bytes.byteLength, HOST_VISIBLE_USAGE(), (view) => view.set(form.bytes), cpu);
   return new HostVisibleTensor(t.name, form.dtype, t.shape, buffer, form.bytes.byteLength);
 }
 

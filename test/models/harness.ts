@@ -4,7 +4,7 @@ import { afterAll, expect } from 'vitest';
 import { openDevices } from '../../src/devices/open.ts';
 import type { DeviceSet } from '../../src/devices/device-set.ts';
 import type { ExecutionMode } from '../../src/allocation/planner.ts';
-import { openSafetensors } from '../../src/formats/safetensors.ts';
+import { readHostTensors } from '../../src/runtime/host-tensors.ts';
 import { openWeights } from '../../src/formats/open-weights.ts';
 import type { HostTensor } from '../../src/models/program.ts';
 import type { WeightSet } from '../../src/formats/weights.ts';
@@ -43,19 +43,8 @@ export const WEIGHT_FILES = {
 } as const;
 
 /** Every tensor of expected.safetensors (inputs and outputs) as f32 or i32 host tensors. */
-export async function expectedOf(fixture: string): Promise<Map<string, HostTensor>> {
-  const file = await openSafetensors(fixturePath(fixture, 'expected.safetensors'));
-  const out = new Map<string, HostTensor>();
-  try {
-    for (const [name, info] of file.tensors) {
-      const f = await file.readF32(name);
-      const ints = info.dtype.startsWith('I') || info.dtype.startsWith('U');
-      out.set(name, { data: ints ? Int32Array.from(f) : f, shape: [...info.shape] });
-    }
-  } finally {
-    await file.close();
-  }
-  return out;
+export function expectedOf(fixture: string): Promise<Map<string, HostTensor>> {
+  return readHostTensors(fixturePath(fixture, 'expected.safetensors'));
 }
 
 export interface FixtureRun {
