@@ -22,6 +22,7 @@ import { linear } from '../src/kernels/ops/matmul.ts';
 import { KernelRecorder } from '../src/kernels/recorder.ts';
 import { emptyTensor } from '../src/kernels/tensor.ts';
 import { loadModel } from '../src/runtime/model.ts';
+import { decodeKernelProfile } from './profile.ts';
 import type { ExecutionMode } from '../src/allocation/planner.ts';
 import { BENCH_DAWN_FLAGS, printRows, row, type BenchRow } from './matmul.ts';
 
@@ -39,6 +40,8 @@ const { values: args } = parseArgs({
     memory: { type: 'string' },
     /** Stop starting new configurations after this many seconds (the device tool's 10-minute limit). */
     'max-seconds': { type: 'string', default: '400' },
+    /** After each configuration's timed run, GPU time per kernel of a decoded token (timestamp queries). */
+    profile: { type: 'boolean', default: false },
   },
 });
 const log = (line: string) => console.log(line);
@@ -207,8 +210,14 @@ async function main(): Promise<void> {
             rows.push(row(`decode, ${c.label} (${onCpu} blocks on cpu: ${JSON.stringify(how)}) vs ${c.split === 0 ? 'transformers eager bf16' : 'accelerate cpu offload'}`, decodeTokS, base, 'tokens/s'));
           }
           if (streamGBps !== null) rows.push(row(`effective streaming, ${c.label} vs PyTorch pinned copy`, streamGBps, torch.pinned_h2d_GBps ?? null, 'GB/s'));
-          runs.push({ ...c, loadS, prefillMs: g.ms.prefill, decodeTokS, decodeHostMs: g.decodeHostMs, streamedPerToken: perToken, streamGBps, logitsErr: err, tokens: g.tokens, blocksOnCpu: onCpu, exec: how, vsResident: residentTokS ? decodeTokS / residentTokS : null });
+          runs.push({ ...c, kernels: undefined as unknown, loadS, prefillMs: g.ms.prefill, decodeTokS, decodeHostMs: g.decodeHostMs, streamedPerToken: perToken, streamGBps, logitsErr: err, tokens: g.tokens, blocksOnCpu: onCpu, exec: how, vsResident: residentTokS ? decodeTokS / residentTokS : null });
           const perTok = (x: number) => (x / Math.max(1, tokens - 1)).toFixed(2);
+          if (args.profile) {
+            const kernels = await decodeKernelProfile(model, prompt);
+            runs.at(-1)!.kernels = kernels;
+            const gpuMs = kernels.reduce((a, k) => a + k.ms, 0);
+            log(`${c.label}: GPU time of a decoded token ${gpuMs.toFixed(2)} ms: ${kernels.slice(0, 8).map((k) => `${k.label} ${k.ms.toFixed(2)} ms (${k.dispatches})`).join(', ')}`);
+          }
           log(`${c.label}: load ${loadS.toFixed(1)} s, prefill ${g.ms.prefill.toFixed(0)} ms, decode ${decodeTokS.toFixed(2)} tok/s${streamGBps ? `, streaming ${streamGBps.toFixed(1)} GB/s` : ''}; per token ${perTok(g.ms.decode)} ms, of which host recording ${perTok(g.decodeHostMs.record)} ms and submitting ${perTok(g.decodeHostMs.submit)} ms`);
         } finally {
           await model.unload();

@@ -6,7 +6,8 @@
 // where SUBGROUPS, else a tree in workgroup memory.
 // Defines: F16 (bool: f16 activations and output), SUBGROUPS (bool), WG (u32, power of 2),
 // ROWS (u32), CHUNK1 (bool: CHUNK is 1, scalar x), XV (u32: CHUNK / 4), W_TYPE (element type
-// of w), DEQUANT (WGSL: chunk_dot and its helpers), BIAS (bool), BIAS_FN (WGSL: bias_at).
+// of w), DEQUANT (WGSL: chunk_dot and its helpers), BIAS (bool), BIAS_FN (WGSL: bias_at),
+// RESIDUAL (bool: adds res, shaped like out — a residual connection without its own dispatch).
 #if ${F16}
 enable f16;
 #endif
@@ -36,14 +37,15 @@ struct Params {
 @group(0) @binding(0) var<storage, read> x: array<vec4<XT>>;
 #endif
 @group(0) @binding(1) var<storage, read> w: array<${W_TYPE}>;
+// Bindings after w are numbered in order: bias, res, out, params (the absent ones skipped).
 #if ${BIAS}
 @group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<XT>;
-@group(0) @binding(4) var<uniform> params: Params;
-#else
-@group(0) @binding(2) var<storage, read_write> out: array<XT>;
-@group(0) @binding(3) var<uniform> params: Params;
 #endif
+#if ${RESIDUAL}
+@group(0) @binding(${RES_BINDING}) var<storage, read> res: array<XT>;
+#endif
+@group(0) @binding(${OUT_BINDING}) var<storage, read_write> out: array<XT>;
+@group(0) @binding(${PARAMS_BINDING}) var<uniform> params: Params;
 
 ${DEQUANT}
 
@@ -145,6 +147,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 fn write_out(mi: u32, row: u32, total: f32) {
   if (row < params.n) {
     let n = params.n_base + row;
-    out[mi * params.ldo + n] = XT(total * params.scale + bias_at(n));
+    let o = mi * params.ldo + n;
+#if ${RESIDUAL}
+    out[o] = XT(total * params.scale + bias_at(n) + f32(res[o]));
+#else
+    out[o] = XT(total * params.scale + bias_at(n));
+#endif
   }
 }

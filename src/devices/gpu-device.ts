@@ -105,8 +105,12 @@ export class GpuDevice {
     return this.device.limits;
   }
 
+  /** Read once: Dawn builds a new features object on every `device.features` access. */
+  #features: ReadonlySet<string> | null = null;
+
   hasFeature(feature: string): boolean {
-    return this.device.features.has(feature);
+    this.#features ??= new Set(this.device.features);
+    return this.#features.has(feature);
   }
 
   /** Called once when the device is lost, whatever the cause. */

@@ -2,6 +2,7 @@ import type { GpuDevice, TrackedBuffer } from '../devices/gpu-device.ts';
 import { dispatchGrid } from './grid.ts';
 import { kernelLimits, type KernelLimits } from './limits.ts';
 import { computePipeline } from './pipelines.ts';
+import { MAX_PROFILED_DISPATCHES, profilingOn, SubmitProfile } from './profiler.ts';
 import type { ShaderDefines, ShaderName } from './shaders.ts';
 
 /** A buffer, or a range of one, bound to a kernel's storage binding. */
@@ -17,6 +18,26 @@ interface Recorded {
 }
 
 const UNIFORM_ALIGN = 256;
+
+/** getBindGroupLayout makes a new object on every call; a pipeline's layout never changes. */
+const layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
+const layoutOf = (pipeline: GPUComputePipeline): GPUBindGroupLayout => {
+  let layout = layouts.get(pipeline);
+  if (!layout) layouts.set(pipeline, (layout = pipeline.getBindGroupLayout(0)));
+  return layout;
+};
+
+/** Identities for cache keys: never reused, so a key never names a destroyed buffer's successor. */
+const ids = new WeakMap<object, number>();
+let nextId = 1;
+const idOf = (o: object): number => {
+  let id = ids.get(o);
+  if (id === undefined) ids.set(o, (id = nextId++));
+  return id;
+};
+
+/** Bind groups a recorder keeps before starting over (a decode step reuses a few hundred). */
+const BIND_GROUP_CACHE_LIMIT = 4096;
 
 
 /**
@@ -40,6 +61,13 @@ export class KernelRecorder {
    */
   #uniformBuffer: TrackedBuffer | null = null;
   readonly #reuseUniforms: boolean;
+  /**
+   * Bind groups by pipeline and bound ranges: a decoding step binds the same pooled activation
+   * buffers, weights and uniform offsets token after token, and creating a bind group is the
+   * largest host cost of a dispatch. Only with reuseUniforms (otherwise the uniform buffer is new
+   * on every submit and nothing would hit).
+   */
+  readonly #bindGroups = new Map<string, GPUBindGroup>();
 
   constructor(gpu: GpuDevice, options: { reuseUniforms?: boolean } = {}) {
     this.gpu = gpu;
@@ -54,6 +82,9 @@ export class KernelRecorder {
   get pending(): number {
     return this.#recorded.length;
   }
+
+  /** Dispatches submitted over the recorder's life (the runtime reports them per step). */
+  dispatched = 0;
 
   /**
    * `groups` beyond one dimension's limit are spread over x and y (kernels rebuild the linear
@@ -91,8 +122,10 @@ export class KernelRecorder {
     this.#uniforms = [];
     this.#uniformBytes = 0;
     if (recorded.length === 0) return;
+    this.dispatched += recorded.length;
     const device = this.gpu.device;
     const uniformBuffer = total > 0 ? await this.#uniformsFor(total) : null;
+    const profile = profilingOn(this.gpu) ? await SubmitProfile.create(this.gpu, recorded.slice(0, MAX_PROFILED_DISPATCHES).map((r) => r.label)) : null;
     // From here to queue.submit nothing awaits: the uniform write and the dispatches that read it
     // reach the queue together, after every earlier submit (which read the buffer's old contents).
     {
@@ -103,24 +136,54 @@ export class KernelRecorder {
         device.queue.writeBuffer(uniformBuffer.buffer, 0, staging);
       }
       const encoder = device.createCommandEncoder({ label: 'kernels' });
-      const pass = encoder.beginComputePass({ label: 'kernels' });
-      for (const r of recorded) {
-        const entries: GPUBindGroupEntry[] = r.bindings.map((b, binding) => ({
-          binding,
-          // A GPUBuffer has no `buffer` property; a range does.
-          resource: 'buffer' in b ? { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } : { buffer: b },
-        }));
-        if (r.uniformOffset !== null) entries.push({ binding: r.bindings.length, resource: { buffer: uniformBuffer!.buffer, offset: r.uniformOffset, size: r.uniformBytes } });
-        pass.setPipeline(r.pipeline);
-        pass.setBindGroup(0, device.createBindGroup({ label: r.label, layout: r.pipeline.getBindGroupLayout(0), entries }));
-        pass.dispatchWorkgroups(r.groups[0], r.groups[1], r.groups[2]);
+      if (profile) {
+        // One pass per dispatch, timed at its ends.
+        recorded.forEach((r, i) => {
+          const pass = encoder.beginComputePass({ label: r.label, ...(i < profile.labels.length ? { timestampWrites: profile.writes(i) } : {}) });
+          this.#encode(pass, r, uniformBuffer);
+          pass.end();
+        });
+        profile.encodeResolve(encoder);
+      } else {
+        const pass = encoder.beginComputePass({ label: 'kernels' });
+        for (const r of recorded) this.#encode(pass, r, uniformBuffer);
+        pass.end();
       }
-      pass.end();
       device.queue.submit([encoder.finish()]);
     }
+    profile?.collectLater();
     // Safe before the work finishes: WebGPU frees a destroyed buffer once submitted work using it completes.
     if (!this.#reuseUniforms) uniformBuffer?.destroy();
     if (options.wait ?? true) await device.queue.onSubmittedWorkDone();
+  }
+
+  #encode(pass: GPUComputePassEncoder, r: Recorded, uniformBuffer: TrackedBuffer | null): void {
+    pass.setPipeline(r.pipeline);
+    pass.setBindGroup(0, this.#bindGroup(r, uniformBuffer));
+    pass.dispatchWorkgroups(r.groups[0], r.groups[1], r.groups[2]);
+  }
+
+  #bindGroup(r: Recorded, uniformBuffer: TrackedBuffer | null): GPUBindGroup {
+    const entries: GPUBindGroupEntry[] = r.bindings.map((b, binding) => ({
+      binding,
+      // A GPUBuffer has no `buffer` property; a range does.
+      resource: 'buffer' in b ? { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } : { buffer: b },
+    }));
+    if (r.uniformOffset !== null) entries.push({ binding: r.bindings.length, resource: { buffer: uniformBuffer!.buffer, offset: r.uniformOffset, size: r.uniformBytes } });
+    const make = () => this.gpu.device.createBindGroup({ label: r.label, layout: layoutOf(r.pipeline), entries });
+    if (!this.#reuseUniforms) return make();
+    let key = `${idOf(r.pipeline)}`;
+    for (const e of entries) {
+      const res = e.resource as GPUBufferBinding;
+      key += `|${idOf(res.buffer)}:${res.offset ?? 0}:${res.size ?? -1}`;
+    }
+    let group = this.#bindGroups.get(key);
+    if (!group) {
+      if (this.#bindGroups.size >= BIND_GROUP_CACHE_LIMIT) this.#bindGroups.clear();
+      group = make();
+      this.#bindGroups.set(key, group);
+    }
+    return group;
   }
 
   async #uniformsFor(bytes: number): Promise<TrackedBuffer> {
@@ -131,6 +194,7 @@ export class KernelRecorder {
     // Dispatches already submitted keep the old one alive until they complete.
     have?.destroy();
     this.#uniformBuffer = null;
+    this.#bindGroups.clear();
     this.#uniformBuffer = await this.gpu.createBuffer({ label: 'kernel uniforms', size: Math.max(64 * 1024, 2 ** Math.ceil(Math.log2(bytes))), usage });
     return this.#uniformBuffer;
   }
@@ -142,6 +206,7 @@ export class KernelRecorder {
 
   /** Frees the uniform buffer it keeps. */
   dispose(): void {
+    this.#bindGroups.clear();
     this.#uniformBuffer?.destroy();
     this.#uniformBuffer = null;
   }

@@ -97,7 +97,8 @@ export interface Backend {
   /** Same storage, another shape of the same element count. */
   reshape(t: Tensor, shape: readonly number[]): Tensor;
 
-  linear(x: Tensor, w: Weight, bias?: Weight | null): Promise<Tensor>;
+  /** x · wᵀ + bias (+ residual, shaped like the output: in the same kernel where the device can). */
+  linear(x: Tensor, w: Weight, bias?: Weight | null, residual?: Tensor | null): Promise<Tensor>;
   /** ids (i32, any shape) → [...ids.shape, dim]. */
   embedding(ids: Tensor, table: Weight): Promise<Tensor>;
   rmsNorm(x: Tensor, w: Weight | null, eps: number): Promise<Tensor>;

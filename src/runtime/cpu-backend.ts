@@ -126,7 +126,12 @@ export class CpuBackend implements Backend {
     return new CpuActivation(a.data, [...shape]);
   }
 
-  async linear(x: Tensor, w: Weight, bias?: Weight | null): Promise<Tensor> {
+  async linear(x: Tensor, w: Weight, bias?: Weight | null, residual?: Tensor | null): Promise<Tensor> {
+    const out = await this.#linear(x, w, bias);
+    return residual ? this.binary('add', out, residual) : out;
+  }
+
+  async #linear(x: Tensor, w: Weight, bias?: Weight | null): Promise<Tensor> {
     const xa = this.#act(x, 'linear');
     const m = this.#matrix(w, 'linear');
     const k = xa.shape[xa.shape.length - 1]!;

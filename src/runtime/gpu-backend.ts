@@ -201,11 +201,16 @@ export class GpuBackend implements Backend {
     return this.#wrap(new GpuTensor(this.gpu, a.t.storage, [...shape], a.t.dtype));
   }
 
-  async linear(x: Tensor, w: Weight, bias?: Weight | null): Promise<Tensor> {
+  async linear(x: Tensor, w: Weight, bias?: Weight | null, residual?: Tensor | null): Promise<Tensor> {
     const xt = this.#act(x, 'linear').t;
     const wt = this.#w(w, 'linear');
     const out = await this.#empty([...xt.shape.slice(0, -1), wt.shape[0]!]);
-    await ops.linear(this.rec, xt, wt, bias ? this.#w(bias, 'linear') : null, out);
+    const b = bias ? this.#w(bias, 'linear') : null;
+    if (residual && !ops.linearFusesResidual(xt, wt)) {
+      await ops.linear(this.rec, xt, wt, b, out);
+      return this.binary('add', this.#wrap(out), residual);
+    }
+    await ops.linear(this.rec, xt, wt, b, out, residual ? { residual: this.#act(residual, 'linear').t } : {});
     return this.#wrap(out);
   }
 

@@ -41,6 +41,8 @@ export interface RunStats {
   recordMs: number;
   /** Host time spent encoding and submitting them (bind groups, uniforms, queue.submit). */
   submitMs: number;
+  /** Kernel dispatches submitted on GPUs. */
+  dispatches: number;
 }
 
 /**
@@ -58,7 +60,7 @@ export class Scheduler {
   ) {}
 
   async run(steps: readonly Step[], inputs: ReadonlyMap<string, HostTensor>, outputs: readonly string[], session?: KvSession,
-    stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0 }): Promise<Map<string, HostTensor>> {
+    stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0 }): Promise<Map<string, HostTensor>> {
     // name → its copies, by device ('host' for inputs)
     const state = new Map<string, Map<string, Tensor | HostTensor>>();
     for (const [name, t] of inputs) state.set(name, new Map([['host', t]]));
@@ -156,10 +158,14 @@ export class Scheduler {
             return c.handle;
           },
         };
+        const dispatched = backend instanceof GpuBackend ? backend.rec.dispatched : 0;
         const t0 = performance.now();
         await step.run(ctx);
         const t1 = performance.now();
-        if (backend instanceof GpuBackend) await backend.collect(keepOn(device));
+        if (backend instanceof GpuBackend) {
+          await backend.collect(keepOn(device));
+          stats.dispatches += backend.rec.dispatched - dispatched;
+        }
         stats.recordMs += t1 - t0;
         stats.submitMs += performance.now() - t1;
         if (stream && steps[i + 1]?.block !== step.block) this.staging(device).release(stream.placement.name);

@@ -9,7 +9,8 @@ import { bindingBudget, checkViewExtent, packUniforms, rangeBinding, resolveView
  * rows position .. position + n − 1. Same dtype (f32 or f16). A cache larger than a binding
  * is written one batch and a run of rows at a time.
  */
-export async function kvCacheWrite(rec: KernelRecorder, cache: GpuTensor, values: ViewInput, position: number): Promise<void> {
+export async function kvCacheWrite(rec: KernelRecorder, cache: GpuTensor, values: ViewInput, position: number,
+  pair?: { readonly cache: GpuTensor; readonly values: ViewInput }): Promise<void> {
   const cv = resolveView(cache, 'kv cache');
   const sv = resolveView(values, 'kv values');
   const width = cv.rowStride;
@@ -23,10 +24,30 @@ export async function kvCacheWrite(rec: KernelRecorder, cache: GpuTensor, values
   if (sv.tensor.dtype !== cache.dtype || (cache.dtype !== 'f32' && cache.dtype !== 'f16')) throw new RangeError(`kvCacheWrite: ${sv.tensor.dtype} → ${cache.dtype}; both f32 or both f16`);
   if (sv.tensor.buffer === cache.buffer) throw new RangeError('kvCacheWrite: values and cache share a buffer');
   if (B === 0 || n === 0 || width === 0) return;
-  const pipeline = await rec.pipeline('kv_cache', { F16: cache.dtype === 'f16' });
   const limits = rec.limits;
   const eb = cache.dtype === 'f16' ? 2 : 4;
   const fits = [cache, sv.tensor].every((t) => t.buffer.size <= limits.maxStorageBufferBindingSize);
+  if (pair && fits) {
+    // Keys and values in one dispatch when both are laid out alike and fit their bindings.
+    const pv = resolveView(pair.values, 'kv values');
+    const pc = pair.cache;
+    const alike = pv.offset === sv.offset && pv.rowStride === sv.rowStride && pv.batchStride === sv.batchStride && pv.rows === n && pv.batch === B
+      && pc.dtype === cache.dtype && pv.tensor.dtype === cache.dtype && pc.shape.every((d, i) => d === cache.shape[i])
+      && [pc, pv.tensor].every((t) => t.buffer.size <= limits.maxStorageBufferBindingSize) && pv.tensor.buffer !== pc.buffer;
+    if (alike) {
+      const pipeline = await rec.pipeline('kv_cache', { F16: cache.dtype === 'f16', PAIR: true });
+      const span = (B - 1) * sv.batchStride + (n - 1) * sv.rowStride + width;
+      const sr = rangeBinding(sv.tensor, sv.offset, span, limits);
+      const vr = rangeBinding(pv.tensor, pv.offset, span, limits);
+      const dr = rangeBinding(cache, position * width, (B - 1) * cv.batchStride + n * width, limits);
+      const vdr = rangeBinding(pc, position * width, (B - 1) * cv.batchStride + n * width, limits);
+      const uniforms = packUniforms([B, n, width, 0, sr.base, sv.rowStride, sv.batchStride, 0, dr.base, width, cv.batchStride, 0]);
+      rec.dispatch(pipeline, [sr.binding, vr.binding, dr.binding, vdr.binding], uniforms, Math.ceil((2 * B * n * width) / 256), 'kv_cache pair');
+      return;
+    }
+  }
+  if (pair) await kvCacheWrite(rec, pair.cache, pair.values, position);
+  const pipeline = await rec.pipeline('kv_cache', { F16: cache.dtype === 'f16', PAIR: false });
   const rowsPer = fits ? n : Math.floor((bindingBudget(limits) / eb - width) / Math.max(sv.rowStride, width)) + 1;
   if (rowsPer < 1) throw new RangeError(`kvCacheWrite: one row of ${width} elements is larger than a binding`);
   for (let b0 = 0; b0 < B; b0 += fits ? B : 1) {
@@ -71,8 +92,7 @@ export class KvCache {
   async append(rec: KernelRecorder, k: ViewInput, v: ViewInput): Promise<number> {
     const position = this.length;
     const n = resolveView(k, 'kv k').rows;
-    await kvCacheWrite(rec, this.k, k, position);
-    await kvCacheWrite(rec, this.v, v, position);
+    await kvCacheWrite(rec, this.k, k, position, { cache: this.v, values: v });
     this.length = position + n;
     return position;
   }

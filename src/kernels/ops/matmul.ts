@@ -71,7 +71,19 @@ export const SGMAT_PACKED_DEFAULT_TILE: SgmatPackedTile = '128x128-w4-u2';
 /** Batches up to this many rows go through the GEMV kernel by default. */
 export const GEMV_MAX_M = 4;
 
+/** Whether linear can add a residual in its own dispatch for x [..., K] (the GEMV kernel: M ≤ GEMV_MAX_M). */
+export function linearFusesResidual(x: GpuTensor, w: GpuTensor, options: LinearOptions = {}): boolean {
+  if (w instanceof SgmatPackedWeight) return false;
+  const k = w.shape[w.shape.length - 1] ?? 1;
+  return (options.kernel ?? (x.elements / k <= GEMV_MAX_M ? 'gemv' : 'tiled')) === 'gemv';
+}
+
 export interface LinearOptions {
+  /**
+   * Added to the output in the same dispatch (a residual connection), shaped like out. GEMV
+   * only: see linearFusesResidual.
+   */
+  readonly residual?: GpuTensor;
   /** Activation path; default bestPath(gpu). f32 activations never take the f16 path. */
   readonly path?: KernelPath;
   /** Force the GEMV or the tiled kernel (default: GEMV when M ≤ GEMV_MAX_M). */
@@ -196,6 +208,8 @@ export interface LinearKernelSpec {
   readonly k: number;
   readonly f16: boolean;
   readonly bias: BiasDtype | null;
+  /** GEMV: adds a residual tensor shaped like out in the same dispatch. */
+  readonly residual?: boolean;
   /** Whether the device has subgroups (GEMV reductions). */
   readonly subgroups: boolean;
   /** maxComputeWorkgroupStorageSize (default 32768). */
@@ -231,11 +245,14 @@ export function linearKernel(spec: LinearKernelSpec, options: LinearOptions = {}
     if (![1, 2, 4, 8].includes(rows) || ![64, 128, 256].includes(wg)) throw new LinearShapeError(`linear: gemvRows ${rows} / gemvThreads ${wg}`);
     const subgroups = (options.subgroups ?? true) && spec.subgroups;
     const dec = gemvDecoder(wd, gemvAlignedRows(wd, k));
+    const residual = spec.residual ?? false;
+    const outBinding = 2 + (spec.bias !== null ? 1 : 0) + (residual ? 1 : 0);
     return {
       shader: 'gemv',
       defines: {
         F16: f16, SUBGROUPS: subgroups, WG: wg, ROWS: rows, CHUNK: dec.chunk, CHUNK1: dec.chunk === 1, XV: Math.max(1, dec.chunk / 4),
         W_TYPE: dec.wType, DEQUANT: dec.code, BIAS: spec.bias !== null, BIAS_FN: biasFn,
+        RESIDUAL: residual, RES_BINDING: outBinding - 1, OUT_BINDING: outBinding, PARAMS_BINDING: outBinding + 1,
       },
       kernel: 'gemv',
       variant: `gemv rows=${rows} threads=${wg} ${subgroups ? 'subgroups' : 'workgroup-reduction'} ${dec.chunk === 1 ? 'scalar' : `chunk=${dec.chunk}`}`,
@@ -243,6 +260,7 @@ export function linearKernel(spec: LinearKernelSpec, options: LinearOptions = {}
       seventh: () => k / dec.chunk,
     };
   }
+  if (spec.residual) throw new LinearShapeError('linear: a fused residual needs the GEMV kernel (M ≤ GEMV_MAX_M)');
   const aligned = k % 4 === 0;
   const dec = tileDecoder(wd, aligned);
   if (spec.path === 'subgroup-matrix') {
@@ -285,6 +303,23 @@ export function linearKernel(spec: LinearKernelSpec, options: LinearOptions = {}
     groups: (mc, nc) => Math.ceil(mc / t.bm) * Math.ceil(nc / t.bn),
     seventh: (_mc, nc) => Math.ceil(nc / t.bn),
   };
+}
+
+/**
+ * linearKernel builds its decoder's WGSL text on every call; a decode step asks for the same few
+ * variants hundreds of times a token.
+ */
+const kernelCache = new Map<string, LinearKernel>();
+function cachedLinearKernel(spec: LinearKernelSpec, options: LinearOptions): LinearKernel {
+  const key = `${spec.kernel}|${spec.path}|${spec.weights}|${spec.m}|${spec.n}|${spec.k}|${spec.f16}|${spec.bias}|${spec.residual}|${spec.subgroups}|`
+    + `${spec.workgroupStorage}|${spec.directChunks}|${options.subgroups}|${options.gemvRows}|${options.gemvThreads}|${options.tile}|${options.sgmatTile}|${options.sgmatDirect}`;
+  let plan = kernelCache.get(key);
+  if (!plan) {
+    if (kernelCache.size > 1024) kernelCache.clear();
+    plan = linearKernel(spec, options);
+    kernelCache.set(key, plan);
+  }
+  return plan;
 }
 
 /**
@@ -332,12 +367,17 @@ export async function linear(rec: KernelRecorder, x: GpuTensor, w: GpuTensor, bi
 
   const nChunks = bindingChunks(n, wRow, limits);
   const mChunks = activationChunks(m, k * xb, n * xb, limits);
+  const residual = options.residual ?? null;
+  if (residual) {
+    if (kernel !== 'gemv') throw new LinearShapeError(`linear: a fused residual needs the GEMV kernel (M = ${m} > ${GEMV_MAX_M}); add it separately`);
+    if (residual.dtype !== out.dtype || residual.elements !== out.elements) throw new LinearShapeError(`linear: residual ${JSON.stringify(residual.shape)} ${residual.dtype} is not shaped like out ${JSON.stringify(out.shape)} ${out.dtype}`);
+  }
   const spec: LinearKernelSpec = {
-    kernel, path, weights: wd, k, m, n, f16, bias: biasDtype, subgroups: gpu.hasFeature('subgroups'),
+    kernel, path, weights: wd, k, m, n, f16, bias: biasDtype, residual: residual !== null, subgroups: gpu.hasFeature('subgroups'),
     workgroupStorage: limits.maxComputeWorkgroupStorageSize,
     directChunks: [...nChunks, ...mChunks].every((c) => c.count % 16 === 0 || c.first + c.count === (nChunks.includes(c) ? n : m)),
   };
-  let plan = linearKernel(spec, options);
+  let plan = cachedLinearKernel(spec, options);
   let pipeline: GPUComputePipeline;
   try {
     pipeline = await rec.pipeline(plan.shader, plan.defines);
@@ -365,8 +405,9 @@ export async function linear(rec: KernelRecorder, x: GpuTensor, w: GpuTensor, bi
         range(w, nc.first * wRow, nc.count * wRow),
       ];
       if (bias) bindings.push(bias.buffer);
+      if (residual) bindings.push(range(residual, mc.first * n * xb, mc.count * n * xb));
       bindings.push(range(out, mc.first * n * xb, mc.count * n * xb));
-      rec.dispatch(pipeline, bindings, new Uint8Array(params), groups, `linear ${variant}`);
+      rec.dispatch(pipeline, bindings, new Uint8Array(params), groups, `linear ${variant}${residual ? ' +residual' : ''}`);
       dispatches++;
       maxGroups = Math.max(maxGroups, groups);
     }

@@ -221,9 +221,9 @@ function shortestF32(x: number): number {
 const ln = (i: number) => `model.layers.${i}.`;
 const LAST_LAYER = 'llama.last_layer_output';
 
-async function linear(c: StepContext, x: Tensor, name: string): Promise<Tensor> {
+async function linear(c: StepContext, x: Tensor, name: string, residual?: Tensor): Promise<Tensor> {
   const bias = `${name}.bias`;
-  return c.b.linear(x, c.w(`${name}.weight`), c.has(bias) ? c.w(bias) : null);
+  return c.b.linear(x, c.w(`${name}.weight`), c.has(bias) ? c.w(bias) : null, residual);
 }
 
 function layerStep(config: LlamaConfig, i: number, batch: number, seq: number): Step {
@@ -246,14 +246,12 @@ function layerStep(config: LlamaConfig, i: number, batch: number, seq: number): 
       const k = await b.rope(k0, rope, headDim, c.position);
       const cache = await c.kv(block, batch, kvHeads, headDim);
       const a = await b.attention(q, k, v, { heads, kvHeads, headDim, causal: true, cache });
-      const o = await linear(c, a, `${p}self_attn.o_proj`);
-      const r = await b.binary('add', x, o);
+      const r = await linear(c, a, `${p}self_attn.o_proj`, x);
       const h2 = await b.rmsNorm(r, c.w(`${p}post_attention_layernorm.weight`), config.eps);
       const gate = await linear(c, h2, `${p}mlp.gate_proj`);
       const up = await linear(c, h2, `${p}mlp.up_proj`);
       const m = await b.gated(config.act, gate, up);
-      const down = await linear(c, m, `${p}mlp.down_proj`);
-      c.set(output, await b.binary('add', r, down));
+      c.set(output, await linear(c, m, `${p}mlp.down_proj`, r));
     },
   };
 }
@@ -326,5 +324,6 @@ export const llamaModel: ModelDefinition<LlamaConfig> = {
   causalLM: {
     logits: 'logits',
     maxPositions: (config) => config.maxPositions,
+    vocab: (config) => config.vocab,
   },
 };
