@@ -4,7 +4,8 @@ import { MultiGpuError, UsageError } from '../errors.ts';
 import { devicesCommand } from './devices.ts';
 import { planCommand } from './plan.ts';
 import { benchCommand, BENCHMARKS } from './bench.ts';
-import { defaultModel, forwardCommand, generateCommand, parseStage, runCommand, type ModelRunOptions } from './run.ts';
+import { defaultModel, forwardCommand, generateCommand, parseStage, promptCommand, runCommand, type ModelRunOptions } from './run.ts';
+import { progressWanted } from './progress.ts';
 
 const USAGE = `usage: multigpu <command> [options]
 
@@ -36,6 +37,17 @@ commands:
             --weights FILE      a weights file in the model folder (model.bf16.safetensors, model.gguf)
             --alloc STRING      default: everything on the compute device
             --compute DEVICE --mode stream|pipeline|auto --memory LIST --reserve SIZE --family ID
+  run       a prompt through one model: a causal LM (llama, gpt2) continues it, printing the text as it
+            comes and tokens/s; a text encoder (clip-text, t5-encoder) encodes it and prints its outputs
+            --model PATH        a model folder (default: the bundled tiny Llama)
+            --prompt TEXT|IDS   text, encoded with the folder's tokenizer.json; or token ids, e.g. 1,2,3
+            --text              take the prompt as text even when it reads as ids
+            --tokens N          new tokens (default 8); generation stops early at the model's eos token
+            --out FILE          encoders: outputs and input_ids as safetensors; LMs: input_ids, generated_ids
+            --alloc STRING      default: everything on the compute device
+            --weights FILE --compute DEVICE --mode stream|pipeline|auto --memory LIST --reserve SIZE --family ID
+            --progress          draw the loading and generation bars on stderr even when it is not a terminal
+            --quiet             no bars (default: bars only when stderr is a terminal)
   run       several models in one invocation, chained on named tensors, in one model manager
             --stage "NAME: model=PATH [alloc=STRING] [mode=..] [compute=..] [entry=..] [keep=true|false] [in=INPUT<-STAGE.OUTPUT,..]"
                                 (repeat, in order; inputs not mapped come from --inputs under their own name)
@@ -160,12 +172,37 @@ async function generateSubcommand(args: string[]): Promise<number> {
 async function runSubcommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { stage: { type: 'string', multiple: true }, inputs: { type: 'string' }, out: { type: 'string' }, memory: { type: 'string' }, log: { type: 'boolean', default: false } },
+    options: {
+      stage: { type: 'string', multiple: true }, inputs: { type: 'string' }, out: { type: 'string' }, log: { type: 'boolean', default: false },
+      ...MODEL_OPTIONS, prompt: { type: 'string' }, text: { type: 'boolean', default: false }, tokens: { type: 'string', default: '8' },
+      progress: { type: 'boolean', default: false }, quiet: { type: 'boolean', default: false },
+    },
     strict: true, allowPositionals: false,
   });
-  if (!values.stage?.length || values.out === undefined) throw new UsageError('run needs at least one --stage "NAME: model=PATH ..." and --out <file.safetensors>');
-  const stages = values.stage.map(parseStage);
-  process.stdout.write(`${await runCommand({ stages, inputs: values.inputs, out: values.out, memory: values.memory, log: values.log || process.env.MULTIGPU_LOG === '1' })}\n`);
+  if (values.stage?.length) {
+    const single = (['model', 'weights', 'alloc', 'compute', 'mode', 'reserve', 'family', 'prompt'] as const).filter((k) => values[k] !== undefined);
+    if (single.length > 0) {
+      throw new UsageError(`run takes either --stage (several models) or --model/--prompt (one model), not both (got --${single.join(', --')} with --stage)`, {
+        hint: 'put each model\'s options inside its --stage "NAME: model=PATH alloc=..."',
+      });
+    }
+    if (values.out === undefined) throw new UsageError('run with --stage needs --out <file.safetensors>');
+    const stages = values.stage.map(parseStage);
+    process.stdout.write(`${await runCommand({ stages, inputs: values.inputs, out: values.out, memory: values.memory, log: values.log || process.env.MULTIGPU_LOG === '1' })}\n`);
+    return 0;
+  }
+  if (values.prompt === undefined) {
+    throw new UsageError('run needs --prompt "<text or token ids>" (with --model <folder>), or at least one --stage "NAME: model=PATH ..." and --out <file.safetensors>');
+  }
+  if (values.inputs !== undefined) throw new UsageError('--inputs belongs to the --stage form of run', { hint: 'for one model on a file of inputs, use multigpu forward' });
+  const tokens = Number(values.tokens);
+  if (!Number.isInteger(tokens) || tokens < 1) throw new UsageError(`--tokens "${values.tokens}" is not a positive integer`);
+  const model = values.model ?? (await defaultModel()).path;
+  const summary = await promptCommand({
+    ...modelOptions(values, model), prompt: values.prompt, text: values.text, tokens, out: values.out,
+    progress: progressWanted(values), live: process.stdout.isTTY === true, write: (t) => process.stdout.write(t),
+  });
+  process.stdout.write(`${summary}\n`);
   return 0;
 }
 
@@ -203,7 +240,7 @@ async function main(argv: string[]): Promise<number> {
 
 /** Codes of errors about what the user typed, as opposed to what this machine can do. */
 const BAD_INPUT = new Set(['E_USAGE', 'E_MODEL_INPUT', 'E_BYTE_SIZE', 'E_UNKNOWN_DEVICE', 'E_WEIGHTS_FORMAT', 'E_WEIGHTS_NOT_FOUND',
-  'E_UNKNOWN_MODEL', 'E_UNMAPPED_TENSORS', 'E_PLAN_CAPACITY']);
+  'E_UNKNOWN_MODEL', 'E_UNMAPPED_TENSORS', 'E_PLAN_CAPACITY', 'E_TOKENIZER']);
 
 function isBadInput(error: MultiGpuError): boolean {
   return BAD_INPUT.has(error.code) || error.code.startsWith('E_ALLOC_');

@@ -10,6 +10,13 @@ import type { HostTensor } from '../models/program.ts';
 import { hostTensorToWrite, readHostTensors } from '../runtime/host-tensors.ts';
 import { loadModel, type LoadedModel } from '../runtime/model.ts';
 import { renderPlan } from './plan.ts';
+import { formatBytes } from '../allocation/bytes.ts';
+import { nodeFolder } from '../formats/folder.ts';
+import type { WeightSet } from '../formats/weights.ts';
+import { blockMapOf } from '../models/registry.ts';
+import { definitionOf } from '../models/definitions.ts';
+import { tokenizerFromFolder, type TextTokenizer } from '../text/tokenizer.ts';
+import { countReads, generationBar, loadingBar } from './progress.ts';
 
 export interface ModelRunOptions {
   readonly model: string;
@@ -27,16 +34,37 @@ const MODES = new Set(['stream', 'pipeline', 'auto']);
 /** greedy_tokens: as many as the reference fixtures hold. */
 export const GREEDY_TOKENS = 8;
 
-async function withModel<T>(o: ModelRunOptions, body: (model: LoadedModel, devices: DeviceSet) => Promise<T>): Promise<T> {
+/**
+ * Opens the weights and the devices, loads the model (with a loading bar of the bytes read when
+ * `progress`), runs `body`, and frees everything. `check` sees the weights before any device
+ * opens, so a usage error there costs no GPU start-up.
+ */
+async function withModel<T>(o: ModelRunOptions, body: (model: LoadedModel, devices: DeviceSet) => Promise<T>,
+  extra: { progress?: boolean; check?: (weights: WeightSet) => Promise<void> } = {}): Promise<T> {
   if (o.mode !== undefined && !MODES.has(o.mode)) throw new UsageError(`--mode must be stream, pipeline or auto (got "${o.mode}")`);
   const path = await importNodeBuiltin<typeof import('node:path')>('path');
   const weights = await openWeights(o.weights ? path.join(o.model, o.weights) : o.model);
+  try {
+    await extra.check?.(weights);
+  } catch (error) {
+    await weights.close();
+    throw error;
+  }
   const devices = await openDevices({ memory: o.memory });
   try {
-    const model = await loadModel(devices, weights, {
-      allocation: o.alloc, compute: o.compute, mode: o.mode as ExecutionMode | undefined, family: o.family,
-      reserve: o.reserve === undefined ? undefined : parseByteSize(o.reserve),
-    });
+    const bar = await loadingBar(extra.progress ?? false, weights.byteLength);
+    let read = 0;
+    let model: LoadedModel;
+    try {
+      model = await loadModel(devices, extra.progress ? countReads(weights, (bytes) => bar.update(read += bytes)) : weights, {
+        allocation: o.alloc, compute: o.compute, mode: o.mode as ExecutionMode | undefined, family: o.family,
+        reserve: o.reserve === undefined ? undefined : parseByteSize(o.reserve),
+      });
+      // Tensors no block uses are never read: the bar ends full all the same.
+      bar.update(weights.byteLength);
+    } finally {
+      bar.stop();
+    }
     try {
       return await body(model, devices);
     } finally {
@@ -126,6 +154,201 @@ export async function generateCommand(o: ModelRunOptions & { prompt: readonly nu
       `prefill ${ms(g.ms.prefill)} (${o.prompt.length} tokens), decode ${ms(g.ms.decode)} (${g.tokens.length - 1} tokens, ${((g.tokens.length - 1) / (g.ms.decode / 1000 || Infinity)).toFixed(1)} tokens/s), total ${ms(total)}`,
     ].join('\n');
   });
+}
+
+/** A prompt of token ids: non-negative integers separated by commas or spaces. */
+export function tokenIdsOf(text: string): number[] | null {
+  if (!/^\s*\d+(?:\s*[,\s]\s*\d+)*\s*$/.test(text)) return null;
+  return text.split(/[\s,]+/).filter(Boolean).map(Number);
+}
+
+export interface PromptRunOptions extends ModelRunOptions {
+  /** Text, or token ids ("1,2,3"). */
+  readonly prompt: string;
+  /** Take the prompt as text even when it reads as ids. */
+  readonly text?: boolean;
+  /** New tokens (causal LMs). */
+  readonly tokens: number;
+  /** Encoders: the outputs (and input_ids) as a safetensors file; causal LMs: input_ids and generated_ids. */
+  readonly out?: string;
+  /** Draw progress bars on stderr. */
+  readonly progress: boolean;
+  /** Where the generated text goes as it comes (stdout); the summary is returned. */
+  readonly write: (text: string) => void;
+  /** `write` goes to the terminal the bars are drawn on (stdout is a TTY). */
+  readonly live?: boolean;
+}
+
+/** generate's options, with the per-token callback src/runtime/model.ts does not have yet (see streamTokens). */
+type GenerateOptions = NonNullable<Parameters<LoadedModel['generate']>[2]> & {
+  onToken?: (token: number, index: number) => boolean | void;
+};
+
+function eosIds(config: Readonly<Record<string, unknown>> | null): Set<number> {
+  const e = config?.eos_token_id;
+  return new Set((Array.isArray(e) ? e : [e]).filter((v): v is number => Number.isInteger(v)));
+}
+
+/** The model folder: the path itself, or the folder of the weights file it names. */
+async function modelFolder(o: ModelRunOptions): Promise<string> {
+  const fs = await importNodeBuiltin<typeof import('node:fs/promises')>('fs/promises');
+  const path = await importNodeBuiltin<typeof import('node:path')>('path');
+  try {
+    return (await fs.stat(o.model)).isDirectory() ? o.model : path.dirname(o.model);
+  } catch {
+    return o.model; // openWeights says what is wrong with the path
+  }
+}
+
+function summarize(name: string, t: HostTensor): string {
+  const d = t.data;
+  let sum = 0;
+  let sq = 0;
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < d.length; i++) {
+    const v = d[i]!;
+    sum += v;
+    sq += v * v;
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  const n = Math.max(d.length, 1);
+  const mean = sum / n;
+  const std = Math.sqrt(Math.max(sq / n - mean * mean, 0));
+  const f = (v: number) => v.toPrecision(4);
+  const first = [...d.subarray(0, 4)].map(f).join(', ');
+  return `${name} [${t.shape.join(', ')}]: mean ${f(mean)}, std ${f(std)}, min ${f(min)}, max ${f(max)}; first ${first}${d.length > 4 ? ', …' : ''}`;
+}
+
+/**
+ * Greedy generation with the text printed as tokens come, up to the model's end-of-sequence
+ * token (kept in the ids, not in the text, and what transformers' generate stops at). Streams
+ * when generate calls `onToken` per token; a generate without it gives every token at its end,
+ * and they print then.
+ */
+async function streamTokens(o: PromptRunOptions, model: LoadedModel, ids: readonly number[], tokenizer: TextTokenizer | null,
+  eos: ReadonlySet<number>, head: string): Promise<string> {
+  const stream = tokenizer?.decodeStream(ids, { skipSpecialTokens: true });
+  const tokens: number[] = [];
+  let stopped = false;
+  // On a terminal the text takes the line the bar was on: the bar goes when the text starts.
+  const bar = await generationBar(o.progress, o.tokens, { clear: o.live });
+  let started = false;
+  const emit = (text: string) => {
+    if (!stream) return;
+    if (!started) {
+      started = true;
+      if (o.live) bar.stop();
+      o.write(stream.prompt);
+    }
+    if (text) o.write(text);
+  };
+  const take = (token: number, print: boolean): boolean => {
+    if (stopped) return false;
+    tokens.push(token);
+    bar.update(tokens.length);
+    if (eos.has(token)) stopped = true;
+    else if (stream && print) emit(stream.push(token));
+    return !stopped;
+  };
+  const options: GenerateOptions = { onToken: (token) => take(token, true) };
+  const t0 = performance.now();
+  let g: Awaited<ReturnType<LoadedModel['generate']>>;
+  let late: number[] = [];
+  try {
+    g = await model.generate(ids, o.tokens, options);
+    // Tokens generate gave only at its end (no onToken): counted now, printed once the bar is done.
+    const before = tokens.length;
+    for (const token of g.tokens.slice(before)) if (!take(token, false)) break;
+    late = tokens.slice(before).filter((t) => !eos.has(t));
+  } finally {
+    bar.stop();
+  }
+  const total = performance.now() - t0;
+  if (stream) for (const token of late) emit(stream.push(token));
+  if (stream) emit(`${stream.end()}\n`);
+  if (o.out) {
+    await writeSafetensorsFile(o.out, [hostTensorToWrite('input_ids', { data: Int32Array.from(ids), shape: [1, ids.length] }),
+      hostTensorToWrite('generated_ids', { data: Int32Array.from(tokens), shape: [tokens.length] })]);
+  }
+  // Decode time over the tokens after the first (the first comes from the prefill pass).
+  const decoded = Math.max(g.tokens.length - 1, 0);
+  return [
+    ...(stream ? [''] : []),
+    head,
+    `prompt: ${ids.length} tokens: ${ids.join(' ')}`,
+    `generated: ${tokens.length} tokens: ${tokens.join(' ')}${stopped ? ' (stopped at the end-of-sequence token)' : ''}`,
+    `prefill ${ms(g.ms.prefill)} (${ids.length} tokens), decode ${ms(g.ms.decode)} (${decoded} tokens, ${(decoded / (g.ms.decode / 1000 || Infinity)).toFixed(1)} tokens/s), total ${ms(total)}`,
+    ...(o.out ? [`wrote input_ids, generated_ids to ${o.out}`] : []),
+  ].join('\n');
+}
+
+/**
+ * `multigpu run --model M --prompt P`: a causal LM continues the prompt greedily, the text
+ * printed as it comes (with the folder's tokenizer.json), then the ids and tokens/s; a text
+ * encoder encodes it and prints each output's shape and values. A text prompt needs the
+ * model's tokenizer.json; token ids ("1,2,3") need none.
+ */
+export async function promptCommand(o: PromptRunOptions): Promise<string> {
+  const given = o.text ? null : tokenIdsOf(o.prompt);
+  const folder = await modelFolder(o);
+  const tokenizer: TextTokenizer | null = await (async () => {
+    const fs = await importNodeBuiltin<typeof import('node:fs/promises')>('fs/promises');
+    const isDir = await fs.stat(folder).then((s) => s.isDirectory(), () => false);
+    return isDir ? tokenizerFromFolder(await nodeFolder(folder)) : null;
+  })();
+  if (!given && !tokenizer) {
+    const shown = o.prompt.length > 40 ? `${o.prompt.slice(0, 37)}...` : o.prompt;
+    throw new UsageError(`--prompt "${shown}" is text, and ${folder} has no tokenizer.json to turn it into token ids (looked for ${folder}/tokenizer.json)`, {
+      hint: 'put the model\'s tokenizer.json (it comes with the model, e.g. on the Hugging Face Hub) beside its config.json, or give token ids: --prompt 1,15043,3186',
+    });
+  }
+  const ids = given ?? tokenizer!.encode(o.prompt);
+  if (ids.length === 0) throw new UsageError('--prompt gives no tokens', { hint: 'give some text, or token ids' });
+  let causal = false;
+  let eos = new Set<number>();
+  const check = async (weights: WeightSet) => {
+    eos = eosIds(weights.config);
+    const definition = await definitionOf(blockMapOf(weights, o.family).family);
+    const entry = definition.entries.forward;
+    causal = definition.causalLM !== undefined;
+    if (!causal && !(entry && entry.inputs.length === 1 && entry.inputs[0] === 'input_ids')) {
+      const takes = Object.entries(definition.entries).map(([k, e]) => `${k}: ${e.inputs.join(', ')}`).join('; ');
+      throw new UsageError(`${definition.family} does not take a prompt (${takes})`, {
+        hint: 'run --prompt runs causal LMs (llama, gpt2) and text encoders (clip-text, t5-encoder); give this model its inputs with multigpu forward, or chain it with --stage',
+      });
+    }
+    const vocab = typeof weights.config?.vocab_size === 'number' ? weights.config.vocab_size : undefined;
+    const bad = vocab === undefined ? undefined : ids.find((id) => id >= vocab);
+    if (bad !== undefined) {
+      throw new UsageError(`token id ${bad} is past the model's vocabulary (${vocab} ids)`, {
+        hint: given ? 'give ids below vocab_size' : `${tokenizer!.file} is not this model's tokenizer`,
+      });
+    }
+    const positions = weights.config?.max_position_embeddings;
+    if (!causal && typeof positions === 'number' && ids.length > positions) {
+      throw new UsageError(`the prompt is ${ids.length} tokens, and ${definition.family} takes at most ${positions}`, { hint: 'shorten the prompt' });
+    }
+  };
+  return withModel(o, async (model) => {
+    const head = `${o.model}: ${model.definition.family}, ${formatBytes(model.plan.totalBytes)}; allocation "${model.plan.allocation.text}", ${model.plan.mode} execution, compute ${model.plan.compute}; ${
+      model.plan.devices.map((d) => `${d.name} holds ${formatBytes(d.bytes)}`).join(', ')}`;
+    const input: HostTensor = { data: Int32Array.from(ids), shape: [1, ids.length] };
+    if (!model.definition.causalLM) {
+      const r = await model.forward(new Map([['input_ids', input]]));
+      const lines = [head, `input_ids [1, ${ids.length}]: ${ids.join(' ')}`];
+      for (const [name, t] of r.outputs) if (!/^hidden_states\.\d+$/.test(name)) lines.push(summarize(name, t));
+      lines.push(`encoded in ${ms(r.stats.ms)}`);
+      if (o.out) {
+        const all = [['input_ids', input] as const, ...r.outputs];
+        await writeSafetensorsFile(o.out, all.map(([name, t]) => hostTensorToWrite(name, t)));
+        lines.push(`wrote ${all.length} tensors to ${o.out}: ${all.map(([n]) => n).join(', ')}`);
+      }
+      return lines.join('\n');
+    }
+    return streamTokens(o, model, ids, tokenizer, eos, head);
+  }, { progress: o.progress, check });
 }
 
 /** One stage of `multigpu run`: a model, where it goes, and where its inputs come from. */

@@ -75,5 +75,7 @@ export interface ModelDefinition<C = unknown> {
   readonly causalLM?: {
     readonly logits: string;
     readonly maxPositions: (config: C) => number;
+    /** Token ids run from 0 to vocab − 1. */
+    readonly vocab: (config: C) => number;
   };
 }

@@ -55,7 +55,7 @@ export interface GenerateResult {
   /** Weight bytes streamed to the compute device: in the prefill pass, and in all decode passes together. */
   readonly streamedBytes: { readonly prefill: number; readonly decode: number };
   /** Host time of the decode passes spent recording ops and submitting them (the rest is waiting for the GPU or the cpu). */
-  readonly decodeHostMs: { readonly record: number; readonly submit: number };
+  readonly decodeHostMs: { readonly record: number; readonly submit: number; readonly dispatches: number };
 }
 
 /** A model whose weights sit where its plan put them, ready to run. */
@@ -136,7 +136,7 @@ export class LoadedModel {
         `name the tensors as the reference implementation's arguments: ${[...def.inputs, ...(def.optionalInputs ?? [])].join(', ')}`);
     }
     const start = performance.now();
-    const stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0 };
+    const stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0 };
     const staged = () => [...this.#staging.values()].reduce((s, a) => s + a.copiedBytes, 0);
     const before = staged();
     const all = def.outputs(this.config, map);
@@ -148,13 +148,19 @@ export class LoadedModel {
 
   /**
    * Greedy decoding from one prompt (causal LMs): a prefill pass fills the KV caches, then one
-   * token per pass. Returns the new tokens and each step's last-position logits.
+   * token per pass. Returns the new tokens and each step's last-position logits. `onToken` sees
+   * each token as soon as it is chosen (index 0 from the prefill pass); returning false stops
+   * generation after that token (an end-of-sequence token, a stop button).
    */
-  async generate(prompt: readonly number[], newTokens: number, o: { inputName?: string } = {}): Promise<GenerateResult> {
+  async generate(prompt: readonly number[], newTokens: number,
+    o: { inputName?: string; onToken?: (token: number, index: number) => boolean | void } = {}): Promise<GenerateResult> {
     this.#check();
     const lm = this.definition.causalLM;
     if (!lm) throw new ModelInputError(`${this.name} (${this.definition.family}) is not a causal LM`, 'generate runs llama and gpt2 models; use forward');
     if (prompt.length === 0) throw new ModelInputError('generate: the prompt is empty', 'give at least one token id');
+    const vocab = lm.vocab(this.config);
+    const bad = prompt.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
+    if (bad >= 0) throw new ModelInputError(`generate: prompt token ${bad} is ${prompt[bad]}, outside the vocabulary 0..${vocab - 1}`, 'give token ids the model\'s tokenizer made');
     const capacity = prompt.length + newTokens;
     const max = lm.maxPositions(this.config);
     if (capacity > max) throw new ModelInputError(`generate: ${capacity} positions exceed the model's ${max}`, 'shorten the prompt or ask for fewer tokens');
@@ -165,7 +171,7 @@ export class LoadedModel {
     const t0 = performance.now();
     let prefill = 0;
     const streamed = { prefill: 0, decode: 0 };
-    const host = { record: 0, submit: 0 };
+    const host = { record: 0, submit: 0, dispatches: 0 };
     try {
       let ids = Int32Array.from(prompt);
       for (let i = 0; i < newTokens; i++) {
@@ -175,6 +181,7 @@ export class LoadedModel {
         if (i > 0) {
           host.record += r.stats.recordMs;
           host.submit += r.stats.submitMs;
+          host.dispatches += r.stats.dispatches;
         }
         session.position += ids.length;
         const logits = r.outputs.get(lm.logits)!;
@@ -186,6 +193,7 @@ export class LoadedModel {
         tokens.push(best);
         ids = Int32Array.of(best);
         if (i === 0) prefill = performance.now() - t0;
+        if (o.onToken?.(best, i) === false) break;
       }
     } finally {
       session.close();

@@ -189,5 +189,6 @@ export const gpt2Model: ModelDefinition<Gpt2Config> = {
   causalLM: {
     logits: 'logits',
     maxPositions: (config) => config.positions,
+    vocab: (config) => config.vocab,
   },
 };
