@@ -1,5 +1,5 @@
 // The same smoke test in headless Chromium (Playwright), served by Vite's dev server, and
-// the demo page's device list (through its comlink worker).
+// the demo page under the dev server (test/web-demo.test.ts runs the built page end to end).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type ViteDevServer } from 'vite';
 import type { Browser } from 'playwright-core';
@@ -57,16 +57,27 @@ describe('headless Chromium', () => {
     }
   });
 
-  it('the demo page lists the devices its worker opened', async () => {
-    const { server, url } = await serve(`${ROOT}web`);
+  it('the demo page under the dev server (the repository\'s config): cross-origin isolated, its CSP kept, devices listed', async () => {
+    const server = await createServer({ configFile: `${ROOT}vite.config.ts`, logLevel: 'silent', server: { host: '127.0.0.1', port: 0 } });
+    await server.listen();
     try {
+      const url = `http://127.0.0.1:${(server.httpServer!.address() as { port: number }).port}/`;
       const page = await browser.newPage();
-      await page.goto(url);
-      const row = page.locator('#devices tbody tr').first();
-      await row.waitFor({ timeout: 60_000 });
-      const names = await page.locator('#devices tbody tr td:first-child').allTextContents();
-      expect(names).toEqual(['gpu:0', 'cpu']);
-      expect(await page.locator('#status').textContent()).toMatch(/^1 GPU opened in a worker/);
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(String(e)));
+      page.on('console', (m) => {
+        if (m.type() === 'error') errors.push(m.text());
+      });
+      const response = await page.goto(url);
+      expect(response!.headers()).toMatchObject({
+        'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp', 'content-security-policy': expect.stringContaining("'wasm-unsafe-eval'"),
+      });
+      await expect.poll(() => page.locator('#device-status').textContent(), { timeout: 60_000 }).toMatch(/^1 GPU and the cpu opened in a worker/);
+      expect(await page.locator('#devices tbody tr td:first-child').allTextContents()).toEqual(['gpu:0', 'cpu']);
+      expect(await page.evaluate(() => self.crossOriginIsolated)).toBe(true);
+      expect(Number(await page.locator('#isolation').getAttribute('data-kernel-threads'))).toBeGreaterThanOrEqual(2);
+      expect(await page.locator('#problems li').allTextContents()).toEqual([]);
+      expect(errors).toEqual([]);
     } finally {
       await server.close();
     }
