@@ -34,7 +34,7 @@ const { values: args } = parseArgs({
     tokens: { type: 'string', default: '32' },
     splits: { type: 'string', default: '0.25,0.5,0.75' },
     modes: { type: 'string', default: 'stream,pipeline,auto' },
-    /** resident, splits (cpu), two-gpu (pipeline over gpu:0 and gpu:1, when there are two). */
+    /** resident, splits (cpu), two-gpu (pipeline over gpu:0 and gpu:1, when there are two), ring (the first split streamed through the ring). */
     configs: { type: 'string', default: 'resident,splits,two-gpu' },
     /** Declared capacities (e.g. gpu:0=12gb,gpu:1=12gb: a model too large for one GPU). */
     memory: { type: 'string' },
@@ -42,6 +42,8 @@ const { values: args } = parseArgs({
     'max-seconds': { type: 'string', default: '400' },
     /** After each configuration's timed run, GPU time per kernel of a decoded token (timestamp queries). */
     profile: { type: 'boolean', default: false },
+    /** Stream mode's prefetch depths to run (comma-separated; default the library's). */
+    prefetch: { type: 'string' },
   },
 });
 const log = (line: string) => console.log(line);
@@ -155,10 +157,15 @@ async function main(): Promise<void> {
     notes.push(`copy/compute overlap on one queue: copy ${ov.copyMs.toFixed(2)} ms, compute ${ov.computeMs.toFixed(2)} ms, both in order ${ov.bothMs.toFixed(2)} ms → ${(ov.overlapped * 100).toFixed(0)}% of the shorter hidden`);
     log(notes.at(-1)!);
 
-    const configs: Array<{ label: string; allocation: string; mode: ExecutionMode; split: number }> = [
+    const depths = args.prefetch ? args.prefetch.split(',').map(Number) : [undefined];
+    const configs: Array<{ label: string; allocation: string; mode: ExecutionMode; split: number; prefetch?: number; hostVisibleBudget?: number }> = [
       ...(wanted.has('resident') ? [{ label: 'resident', allocation: 'gpu:0,*', mode: 'stream' as const, split: 0 }] : []),
       ...(wanted.has('two-gpu') && set.gpus.length >= 2 ? [{ label: 'two GPUs, pipeline', allocation: 'gpu:0,50%;gpu:1,*', mode: 'pipeline' as const, split: -1 }] : []),
-      ...(wanted.has('splits') ? splits.flatMap((s) => modes.map((mode) => ({ label: `${mode} ${s * 100}% on cpu`, allocation: `gpu:0,${Math.round((1 - s) * 100)}%;cpu,*`, mode, split: s }))) : []),
+      ...(wanted.has('splits') ? splits.flatMap((s) => modes.flatMap((mode) => (mode === 'pipeline' ? [undefined] : depths).map((prefetch) => ({
+        label: `${mode} ${s * 100}% on cpu${prefetch ? `, prefetch ${prefetch}` : ''}`, allocation: `gpu:0,${Math.round((1 - s) * 100)}%;cpu,*`, mode, split: s, prefetch,
+      })))) : []),
+      // The fallback when host-visible memory runs out: the same split with none of it, through the ring.
+      ...(wanted.has('ring') ? [{ label: `stream ${splits[0]! * 100}% on cpu, ring (no host-visible memory)`, allocation: `gpu:0,${Math.round((1 - splits[0]!) * 100)}%;cpu,*`, mode: 'stream' as const, split: splits[0]!, hostVisibleBudget: 0 }] : []),
     ];
     const weights = await openWeights(args.model!);
     try {
@@ -172,7 +179,7 @@ async function main(): Promise<void> {
         const t0 = performance.now();
         let model;
         try {
-          model = await loadModel(set, weights, { allocation: c.allocation, mode: c.mode, tokensPerPass: 1 });
+          model = await loadModel(set, weights, { allocation: c.allocation, mode: c.mode, tokensPerPass: 1, prefetch: c.prefetch, hostVisibleBudget: c.hostVisibleBudget });
         } catch (error) {
           notes.push(`${c.label}: ${String((error as Error).message).split('\n')[0]}`);
           log(notes.at(-1)!);

@@ -48,6 +48,67 @@ describe('runtime', () => {
     expect(set.cpu.ledger.used).toBe(cpuBefore);
   });
 
+  it('where host-visible memory runs out, stream tensors stay in host memory and stream through the ring: same logits, ledgers exact', async () => {
+    const set = await fixtureDevices();
+    const gpu = set.gpus[0]!;
+    const gpuBefore = modelBytes(gpu.ledger);
+    const cpuBefore = set.cpu.ledger.used;
+    const ids = (await expectedOf('llama-tiny')).get('input_ids')!;
+    const weights = await openWeights(LLAMA);
+    const runWith = async (hostVisibleBudget?: number) => {
+      const model = await loadModel(set, weights, { allocation: 'gpu:0,50%;cpu,*', mode: 'stream', hostVisibleBudget });
+      try {
+        const streamed = model.plan.blocks.filter((b) => b.exec === 'stream').reduce((s, b) => s + b.bytes, 0);
+        const hostVisible = set.cpu.ledger.entries().filter((e) => e.label.endsWith('(host-visible)') && !e.label.startsWith('staging ring')).reduce((n, e) => n + e.bytes, 0);
+        const hostMemory = set.cpu.ledger.entries().filter((e) => e.label.endsWith('(host memory, ring-streamed)')).reduce((n, e) => n + e.bytes, 0);
+        // Every streamed byte is in exactly one of the two stores.
+        expect(hostVisible + hostMemory).toBe(streamed);
+        const r = await model.forward({ input_ids: ids });
+        expect(r.stats.stagedBytes).toBe(streamed);
+        // The ring's slots are on the cpu ledger too, and heldBytes says so.
+        expect(set.cpu.ledger.used - cpuBefore).toBe(model.heldBytes().cpu);
+        expect(modelBytes(gpu.ledger) - gpuBefore).toBe(model.heldBytes()['gpu:0']);
+        return { logits: r.outputs.get('logits')!.data, hostVisible, hostMemory };
+      } finally {
+        await model.unload();
+      }
+    };
+    try {
+      const dma = await runWith();
+      const ring = await runWith(0);
+      const half = await runWith(Math.floor(dma.hostVisible / 2));
+      expect(dma.hostMemory).toBe(0);
+      expect(ring.hostVisible).toBe(0);
+      expect(half.hostVisible).toBeGreaterThan(0);
+      expect(half.hostMemory).toBeGreaterThan(0);
+      expect(half.hostVisible).toBeLessThanOrEqual(Math.floor(dma.hostVisible / 2));
+      // The same bytes reach the same kernels: bit-identical.
+      expect(ring.logits).toEqual(dma.logits);
+      expect(half.logits).toEqual(dma.logits);
+    } finally {
+      await weights.close();
+    }
+    expect(modelBytes(gpu.ledger)).toBe(gpuBefore);
+    expect(set.cpu.ledger.used).toBe(cpuBefore);
+  });
+
+  it('weights the cpu device executes count on the cpu ledger as the plan counts them', async () => {
+    const set = await fixtureDevices();
+    const cpuBefore = set.cpu.ledger.used;
+    const weights = await openWeights(LLAMA);
+    const model = await loadModel(set, weights, { allocation: 'gpu:0,50%;cpu,*', mode: 'pipeline' });
+    try {
+      const onCpu = model.plan.blocks.filter((b) => b.execDevice === 'cpu').reduce((s, b) => s + b.bytes, 0);
+      expect(onCpu).toBeGreaterThan(0);
+      expect(set.cpu.ledger.used - cpuBefore).toBe(onCpu);
+      expect(model.heldBytes().cpu).toBe(onCpu);
+    } finally {
+      await model.unload();
+      await weights.close();
+    }
+    expect(set.cpu.ledger.used).toBe(cpuBefore);
+  });
+
   it('pipeline mode moves the hidden state to cpu and back, once each way per split', async () => {
     const set = await fixtureDevices();
     const weights = await openWeights(LLAMA);

@@ -85,6 +85,8 @@ export class KernelRecorder {
 
   /** Dispatches submitted over the recorder's life (the runtime reports them per step). */
   dispatched = 0;
+  /** Bind groups it had to create (cache misses): a steady decode step should make none. */
+  bindGroupsMade = 0;
 
   /**
    * `groups` beyond one dimension's limit are spread over x and y (kernels rebuild the linear
@@ -181,6 +183,7 @@ export class KernelRecorder {
     if (!group) {
       if (this.#bindGroups.size >= BIND_GROUP_CACHE_LIMIT) this.#bindGroups.clear();
       group = make();
+      this.bindGroupsMade++;
       this.#bindGroups.set(key, group);
     }
     return group;

@@ -71,6 +71,8 @@ export class GpuBackend implements Backend {
    * a pass in steady state (decoding) allocates nothing. Freed by close().
    */
   #pool = new Map<number, TrackedBuffer[]>();
+  #serial = new WeakMap<TrackedBuffer, number>();
+  #nextSerial = 0;
   #ropeTables = new WeakMap<Float32Array, RopeTable>();
   #tables: GpuTensor[] = [];
   #caches = new Set<GpuKv>();
@@ -154,10 +156,28 @@ export class GpuBackend implements Backend {
 
   async #empty(shape: readonly number[], dtype: 'f32' | 'i32' = 'f32', label = 'activation'): Promise<GpuTensor> {
     const bytes = Math.max(256, Math.ceil((elementsOf(shape) * 4) / 256) * 256);
-    const storage = this.#pool.get(bytes)?.pop()
-      ?? await this.gpu.createBuffer({ label, size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+    let storage = this.#takePooled(bytes);
+    if (!storage) {
+      storage = await this.gpu.createBuffer({ label, size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+      this.#serial.set(storage, this.#nextSerial++);
+    }
     this.#live.add(storage);
     return new GpuTensor(this.gpu, storage, shape, dtype);
+  }
+
+  /**
+   * The oldest free buffer of that size. Not the last one freed: a pass then takes the same
+   * buffers in the same order every time (the free lists hold the same buffers at the start of
+   * each decoding pass, whatever order the last pass freed them in), so the recorder's cached
+   * bind groups match token after token.
+   */
+  #takePooled(bytes: number): TrackedBuffer | undefined {
+    const list = this.#pool.get(bytes);
+    if (!list || list.length === 0) return undefined;
+    let best = 0;
+    for (let i = 1; i < list.length; i++) if (this.#serial.get(list[i]!)! < this.#serial.get(list[best]!)!) best = i;
+    const [storage] = list.splice(best, 1);
+    return storage;
   }
 
   #wrap(t: GpuTensor): GpuActivation {

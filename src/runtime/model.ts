@@ -9,9 +9,9 @@ import type { BlockMap } from '../models/blocks.ts';
 import { definitionOf } from '../models/definitions.ts';
 import type { HostTensor, ModelDefinition } from '../models/program.ts';
 import { blockMapOf } from '../models/registry.ts';
-import { CpuBackend } from './cpu-backend.ts';
+import { CpuBackend, CpuParam } from './cpu-backend.ts';
 import { GpuBackend, GpuWeight } from './gpu-backend.ts';
-import { canonicalIndex, placeWeights, releasePlaced, type PlacedBlock } from './placement.ts';
+import { canonicalIndex, cpuParamBytes, placeWeights, releasePlaced, type PlacedBlock } from './placement.ts';
 import { measuredCostModel } from './measure.ts';
 import { KvSession, Scheduler, type DeviceBackend, type RunStats } from './scheduler.ts';
 import { StagingArea } from './staging.ts';
@@ -33,6 +33,16 @@ export interface LoadOptions {
   readonly cpuKernels?: () => Promise<CpuKernels>;
   /** Devices the plan must not use (lost GPUs). */
   readonly excludeDevices?: readonly string[];
+  /**
+   * Stream mode: bytes of host-visible memory streamed blocks may take (default: as much as the
+   * driver gives); past it they stay in host memory and stream through a ring of mapped buffers.
+   */
+  readonly hostVisibleBudget?: number;
+  /**
+   * Stream mode: streamed blocks whose copies are queued ahead of the running step (default
+   * PREFETCH = 2). Each costs one block of staging on the compute device.
+   */
+  readonly prefetch?: number;
 }
 
 /** The inputs a model was given do not match what it takes. */
@@ -55,7 +65,7 @@ export interface GenerateResult {
   /** Weight bytes streamed to the compute device: in the prefill pass, and in all decode passes together. */
   readonly streamedBytes: { readonly prefill: number; readonly decode: number };
   /** Host time of the decode passes spent recording ops and submitting them (the rest is waiting for the GPU or the cpu). */
-  readonly decodeHostMs: { readonly record: number; readonly submit: number; readonly dispatches: number };
+  readonly decodeHostMs: { readonly record: number; readonly submit: number; readonly dispatches: number; readonly bindGroups: number };
 }
 
 /** A model whose weights sit where its plan put them, ready to run. */
@@ -76,7 +86,7 @@ export class LoadedModel {
 
   constructor(init: {
     name: string; plan: Plan; blockMap: BlockMap; definition: ModelDefinition<unknown>; config: unknown; devices: DeviceSet;
-    placed: Map<string, PlacedBlock>; cpu: () => Promise<CpuKernels>; closeCpu: () => Promise<void>;
+    placed: Map<string, PlacedBlock>; cpu: () => Promise<CpuKernels>; closeCpu: () => Promise<void>; prefetch?: number;
   }) {
     this.name = init.name;
     this.plan = init.plan;
@@ -87,7 +97,7 @@ export class LoadedModel {
     this.#placed = init.placed;
     this.#cpu = init.cpu;
     this.#closeCpu = init.closeCpu;
-    this.#scheduler = new Scheduler(this.plan, this.#placed, (d) => this.#backend(d), (d) => this.#stagingOn(d));
+    this.#scheduler = new Scheduler(this.plan, this.#placed, (d) => this.#backend(d), (d) => this.#stagingOn(d), init.prefetch);
   }
 
   get unloaded(): boolean {
@@ -111,7 +121,7 @@ export class LoadedModel {
   #stagingOn(device: string): StagingArea {
     let s = this.#staging.get(device);
     if (!s) {
-      s = new StagingArea(this.#devices.get(device) as GpuDevice);
+      s = new StagingArea(this.#devices.get(device) as GpuDevice, this.#devices.cpu);
       this.#staging.set(device, s);
     }
     return s;
@@ -136,7 +146,7 @@ export class LoadedModel {
         `name the tensors as the reference implementation's arguments: ${[...def.inputs, ...(def.optionalInputs ?? [])].join(', ')}`);
     }
     const start = performance.now();
-    const stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0 };
+    const stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0, bindGroups: 0 };
     const staged = () => [...this.#staging.values()].reduce((s, a) => s + a.copiedBytes, 0);
     const before = staged();
     const all = def.outputs(this.config, map);
@@ -171,7 +181,7 @@ export class LoadedModel {
     const t0 = performance.now();
     let prefill = 0;
     const streamed = { prefill: 0, decode: 0 };
-    const host = { record: 0, submit: 0, dispatches: 0 };
+    const host = { record: 0, submit: 0, dispatches: 0, bindGroups: 0 };
     try {
       let ids = Int32Array.from(prompt);
       for (let i = 0; i < newTokens; i++) {
@@ -182,6 +192,7 @@ export class LoadedModel {
           host.record += r.stats.recordMs;
           host.submit += r.stats.submitMs;
           host.dispatches += r.stats.dispatches;
+          host.bindGroups += r.stats.bindGroups;
         }
         session.position += ids.length;
         const logits = r.outputs.get(lm.logits)!;
@@ -221,8 +232,16 @@ export class LoadedModel {
         add(w.device, w.t.storage.bytes);
       }
       for (const h of b.hostVisible.values()) add('cpu', h.buffer.bytes);
+      for (const h of b.hostMemory.values()) add('cpu', h.bytes.byteLength);
+      for (const w of b.weights.values()) if (w instanceof CpuParam && !seen.has(w)) {
+        seen.add(w);
+        add('cpu', cpuParamBytes(w));
+      }
     }
-    for (const [device, s] of this.#staging) add(device, s.heldBytes);
+    for (const [device, s] of this.#staging) {
+      add(device, s.heldBytes);
+      if (s.hostHeldBytes > 0) add('cpu', s.hostHeldBytes);
+    }
     for (const [device, b] of this.#backends) if (b instanceof GpuBackend) add(device, b.heldBytes);
     return held;
   }
@@ -268,8 +287,9 @@ export async function loadModel(devices: DeviceSet, weights: WeightSet, options:
       hiddenSize: typeof weights.config?.hidden_size === 'number' ? weights.config.hidden_size : undefined,
     });
     const index = canonicalIndex(weights, definition.canonical(blockMap.scheme, weights, config));
-    const placed = await placeWeights({ devices, weights, blockMap, plan, index, cpuKernels: cpu });
-    return new LoadedModel({ name: weights.name, plan, blockMap, definition: definition as ModelDefinition<unknown>, config, devices, placed, cpu, closeCpu });
+    const placed = await placeWeights({ devices, weights, blockMap, plan, index, cpuKernels: cpu, hostVisibleBudget: options.hostVisibleBudget });
+    return new LoadedModel({ name: weights.name, plan, blockMap, definition: definition as ModelDefinition<unknown>, config, devices, placed, cpu, closeCpu,
+      prefetch: options.prefetch });
   } catch (error) {
     await closeCpu();
     throw error;

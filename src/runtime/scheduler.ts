@@ -43,6 +43,8 @@ export interface RunStats {
   submitMs: number;
   /** Kernel dispatches submitted on GPUs. */
   dispatches: number;
+  /** Bind groups created for them (the rest came from the recorders' caches). */
+  bindGroups: number;
 }
 
 /**
@@ -57,10 +59,13 @@ export class Scheduler {
     private readonly placed: ReadonlyMap<string, PlacedBlock>,
     private readonly backendOf: (device: string) => Promise<DeviceBackend>,
     private readonly staging: (device: string) => StagingArea,
-  ) {}
+    private readonly prefetch = PREFETCH,
+  ) {
+    if (!Number.isInteger(prefetch) || prefetch < 1) throw new RangeError(`prefetch must be a whole number ≥ 1, got ${prefetch}`);
+  }
 
   async run(steps: readonly Step[], inputs: ReadonlyMap<string, HostTensor>, outputs: readonly string[], session?: KvSession,
-    stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0 }): Promise<Map<string, HostTensor>> {
+    stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0, bindGroups: 0 }): Promise<Map<string, HostTensor>> {
     // name → its copies, by device ('host' for inputs)
     const state = new Map<string, Map<string, Tensor | HostTensor>>();
     for (const [name, t] of inputs) state.set(name, new Map([['host', t]]));
@@ -90,11 +95,11 @@ export class Scheduler {
         let weights: ReadonlyMap<string, Weight> = block?.weights ?? new Map();
         const stream = streamed(step);
         if (stream) weights = await this.staging(device).stage(stream);
-        // The next PREFETCH streamed blocks' copies are queued now, ahead of this step's kernels
+        // The next `prefetch` streamed blocks' copies are queued now, ahead of this step's kernels
         // (whatever device this step runs on: streamed blocks always run on the compute device).
         const ahead = new Set<string>();
         for (const next of steps.slice(i + 1)) {
-          if (ahead.size >= PREFETCH) break;
+          if (ahead.size >= this.prefetch) break;
           const p = streamed(next);
           if (!p || next.block === step.block || ahead.has(p.placement.name)) continue;
           ahead.add(p.placement.name);
@@ -159,12 +164,14 @@ export class Scheduler {
           },
         };
         const dispatched = backend instanceof GpuBackend ? backend.rec.dispatched : 0;
+        const made = backend instanceof GpuBackend ? backend.rec.bindGroupsMade : 0;
         const t0 = performance.now();
         await step.run(ctx);
         const t1 = performance.now();
         if (backend instanceof GpuBackend) {
           await backend.collect(keepOn(device));
           stats.dispatches += backend.rec.dispatched - dispatched;
+          stats.bindGroups += backend.rec.bindGroupsMade - made;
         }
         stats.recordMs += t1 - t0;
         stats.submitMs += performance.now() - t1;

@@ -1,7 +1,18 @@
+import type { CpuDevice } from '../devices/cpu-device.ts';
 import type { GpuDevice, TrackedBuffer } from '../devices/gpu-device.ts';
 import { downloadBytes, GpuTensor } from '../kernels/tensor.ts';
 import { GpuWeight } from './gpu-backend.ts';
 import type { PlacedBlock } from './placement.ts';
+
+/** Bytes of one ring slot (a mapped upload buffer), and how many slots rotate. */
+export const RING_SLOT_BYTES = 32 << 20;
+export const RING_SLOTS = 4;
+
+interface RingSlot {
+  readonly buffer: TrackedBuffer;
+  /** The mapAsync that makes it writable again once its last copy has run; null while mapped. */
+  ready: Promise<void> | null;
+}
 
 /**
  * Stream mode's staging area on the compute GPU: device buffers, pooled by size and reused
@@ -15,9 +26,58 @@ export class StagingArea {
   #staged = new Map<string, { weights: Map<string, GpuWeight>; buffers: TrackedBuffer[] }>();
   /** Bytes copied in since creation (what a pass costs in transfers). */
   copiedBytes = 0;
+  /** Of those, bytes that went through the ring (host-memory tensors). */
+  ringBytes = 0;
+  /** The ring for tensors in host memory: mapped upload buffers, counted on the cpu ledger. */
+  #ring: RingSlot[] = [];
+  #nextSlot = 0;
+  readonly #host: CpuDevice | undefined;
 
-  constructor(gpu: GpuDevice) {
+  constructor(gpu: GpuDevice, host?: CpuDevice) {
     this.gpu = gpu;
+    this.#host = host;
+  }
+
+  async #slot(bytes: number): Promise<RingSlot> {
+    if (this.#ring.length < RING_SLOTS) {
+      const size = Math.min(RING_SLOT_BYTES, Math.ceil(bytes / 4096) * 4096);
+      const host = this.#host;
+      const buffer = await this.gpu.createBuffer({
+        label: 'staging ring (host-visible)', size, usage: GPUBufferUsage.MAP_WRITE | GPUBufferUsage.COPY_SRC, mappedAtCreation: true,
+        account: host && { ledger: host.ledger, name: host.name, capacity: host.capacity.bytes, source: host.capacity.source },
+      });
+      const slot: RingSlot = { buffer, ready: null };
+      this.#ring.push(slot);
+      return slot;
+    }
+    const slot = this.#ring[this.#nextSlot]!;
+    this.#nextSlot = (this.#nextSlot + 1) % this.#ring.length;
+    if (slot.ready) await slot.ready;
+    slot.ready = null;
+    return slot;
+  }
+
+  /**
+   * Copies host bytes into a device buffer through the ring: each slot is written through its
+   * mapping (the JavaScript copy that bounds this path), unmapped, copied by the GPU, and mapped
+   * again in the background while the other slots take the next chunks.
+   */
+  async #ringCopy(src: Uint8Array, dst: GPUBuffer): Promise<void> {
+    const device = this.gpu.device;
+    for (let offset = 0; offset < src.byteLength;) {
+      const slot = await this.#slot(src.byteLength - offset);
+      const n = Math.min(slot.buffer.bytes, src.byteLength - offset);
+      new Uint8Array(slot.buffer.buffer.getMappedRange(0, n)).set(src.subarray(offset, offset + n));
+      slot.buffer.buffer.unmap();
+      const encoder = device.createCommandEncoder({ label: 'staging ring' });
+      encoder.copyBufferToBuffer(slot.buffer.buffer, 0, dst, offset, n);
+      device.queue.submit([encoder.finish()]);
+      const ready = slot.buffer.buffer.mapAsync(GPUMapMode.WRITE);
+      // A destroyed slot (trim, destroy) rejects its pending map: nothing waits on it then.
+      ready.catch(() => undefined);
+      slot.ready = ready;
+      offset += n;
+    }
   }
 
   async #acquire(size: number, label: string): Promise<TrackedBuffer> {
@@ -44,6 +104,15 @@ export class StagingArea {
       weights.set(tensor, new GpuWeight(tensor, new GpuTensor(this.gpu, buffer, hv.shape, hv.dtype)));
     }
     this.gpu.device.queue.submit([encoder.finish()]);
+    for (const [tensor, hm] of block.hostMemory) {
+      const size = hm.bytes.byteLength;
+      const buffer = await this.#acquire(size, tensor);
+      buffers.push(buffer);
+      await this.#ringCopy(hm.bytes, buffer.buffer);
+      this.copiedBytes += size;
+      this.ringBytes += size;
+      weights.set(tensor, new GpuWeight(tensor, new GpuTensor(this.gpu, buffer, hm.shape, hm.dtype)));
+    }
     // Weights stored on another GPU: WebGPU has no peer copies, so they come through the host.
     for (const [tensor, w] of block.donor) {
       const bytes = await downloadBytes(w.t);
@@ -80,9 +149,22 @@ export class StagingArea {
     return n;
   }
 
-  /** Frees the pooled buffers no block is staged in (memory pressure); returns the bytes freed. */
+  /** Bytes of its ring (host-visible, on the cpu ledger). */
+  get hostHeldBytes(): number {
+    return this.#ring.reduce((n, s) => n + s.buffer.bytes, 0);
+  }
+
+  #dropRing(): number {
+    const n = this.hostHeldBytes;
+    for (const s of this.#ring) s.buffer.destroy();
+    this.#ring = [];
+    this.#nextSlot = 0;
+    return n;
+  }
+
+  /** Frees the pooled buffers no block is staged in and the ring (memory pressure); returns the bytes freed. */
   trim(): number {
-    let n = 0;
+    let n = this.#dropRing();
     for (const list of this.#free.values()) for (const b of list) {
       n += b.bytes;
       b.destroy();
@@ -93,6 +175,7 @@ export class StagingArea {
 
   /** Frees every staging buffer. */
   destroy(): void {
+    this.#dropRing();
     for (const s of this.#staged.values()) for (const b of s.buffers) b.destroy();
     for (const list of this.#free.values()) for (const b of list) b.destroy();
     this.#staged.clear();
