@@ -92,6 +92,24 @@ describe('runtime', () => {
     expect(set.cpu.ledger.used).toBe(cpuBefore);
   });
 
+  it('decoding stages the next pass\'s first streamed blocks early, and counts every pass\'s copies once', async () => {
+    const set = await fixtureDevices();
+    const weights = await openWeights(LLAMA);
+    const model = await loadModel(set, weights, { allocation: 'gpu:0,50%;cpu,*', mode: 'stream' });
+    try {
+      const perPass = model.plan.blocks.filter((b) => b.exec === 'stream').reduce((s, b) => s + b.bytes, 0);
+      const ids = [...(await expectedOf('llama-tiny')).get('input_ids')!.data].slice(0, 5);
+      const g = await model.generate(ids, 4);
+      expect(g.streamedBytes).toEqual({ prefill: perPass, decode: 3 * perPass });
+      // Nothing is left staged: the next pass stages from scratch (a plain forward copies every block).
+      const r = await model.forward({ input_ids: { data: Int32Array.from(ids), shape: [1, ids.length] } });
+      expect(r.stats.stagedBytes).toBe(perPass);
+    } finally {
+      await model.unload();
+      await weights.close();
+    }
+  });
+
   it('weights the cpu device executes count on the cpu ledger as the plan counts them', async () => {
     const set = await fixtureDevices();
     const cpuBefore = set.cpu.ledger.used;

@@ -127,13 +127,16 @@ export class LoadedModel {
     return s;
   }
 
+  /** Bytes the last pass staged ahead for this one (decoding). */
+  #stagedAhead = 0;
+
   #check(): void {
     if (this.#unloaded) throw new UsageError(`model ${this.name} was unloaded`, { hint: 'load it again' });
   }
 
   /** Runs one entry point ('forward'; the VAE's 'encode' or 'decode'). */
   async forward(inputs: ReadonlyMap<string, HostTensor> | Readonly<Record<string, HostTensor>>, entry = 'forward', session?: KvSession,
-    only?: readonly string[]): Promise<ForwardResult> {
+    only?: readonly string[], another = false): Promise<ForwardResult> {
     this.#check();
     const map = inputs instanceof Map ? inputs as ReadonlyMap<string, HostTensor> : new Map(Object.entries(inputs));
     const def = this.definition.entries[entry];
@@ -152,8 +155,12 @@ export class LoadedModel {
     const all = def.outputs(this.config, map);
     const unknown = only?.filter((n) => !all.includes(n)) ?? [];
     if (unknown.length > 0) throw new ModelInputError(`${this.name}: no output named ${unknown.join(', ')}`, `outputs: ${all.join(', ')}`);
-    const outputs = await this.#scheduler.run(def.steps(this.config, map), map, only ?? all, session, stats);
-    return { outputs, stats: { ...stats, stagedBytes: staged() - before, ms: performance.now() - start } };
+    const outputs = await this.#scheduler.run(def.steps(this.config, map), map, only ?? all, session, stats, another);
+    // Copies queued for the next pass count there, not here.
+    const ahead = stats.aheadBytes ?? 0;
+    const stagedBytes = staged() - before - ahead + this.#stagedAhead;
+    this.#stagedAhead = ahead;
+    return { outputs, stats: { ...stats, stagedBytes, ms: performance.now() - start } };
   }
 
   /**
@@ -186,7 +193,7 @@ export class LoadedModel {
       let ids = Int32Array.from(prompt);
       for (let i = 0; i < newTokens; i++) {
         // Only the logits come back to the host: the hidden states stay where they were made.
-        const r = await this.forward(new Map([[input, { data: ids, shape: [1, ids.length] }]]), 'forward', session, [lm.logits]);
+        const r = await this.forward(new Map([[input, { data: ids, shape: [1, ids.length] }]]), 'forward', session, [lm.logits], i + 1 < newTokens);
         streamed[i === 0 ? 'prefill' : 'decode'] += r.stats.stagedBytes;
         if (i > 0) {
           host.record += r.stats.recordMs;
@@ -207,6 +214,8 @@ export class LoadedModel {
         if (o.onToken?.(best, i) === false) break;
       }
     } finally {
+      this.#scheduler.releasePrestaged();
+      this.#stagedAhead = 0;
       session.close();
     }
     return { tokens, stepLogits, ms: { prefill, decode: performance.now() - t0 - prefill }, streamedBytes: streamed, decodeHostMs: host };

@@ -45,6 +45,8 @@ export interface RunStats {
   dispatches: number;
   /** Bind groups created for them (the rest came from the recorders' caches). */
   bindGroups: number;
+  /** Bytes of the next pass's streamed blocks staged at the end of this one (prestageNext). */
+  aheadBytes?: number;
 }
 
 /**
@@ -64,8 +66,39 @@ export class Scheduler {
     if (!Number.isInteger(prefetch) || prefetch < 1) throw new RangeError(`prefetch must be a whole number ≥ 1, got ${prefetch}`);
   }
 
+  /** Streamed blocks of the last pass, in the order it ran them. */
+  #streamOrder: PlacedBlock[] = [];
+  #prestaged: PlacedBlock[] = [];
+
+  /**
+   * Queues the copies of the first `prefetch` streamed blocks of a pass like the last one (the
+   * next decoding step) now, so the link works while this pass's logits are read back and the
+   * next pass records its resident blocks. Weights don't depend on the pass: only the staging
+   * buffers are taken early. releasePrestaged() gives them back when no such pass follows.
+   */
+  async prestage(): Promise<number> {
+    let bytes = 0;
+    for (const p of this.#streamOrder.slice(0, this.prefetch)) {
+      const area = this.staging(p.placement.execDevice);
+      const before = area.copiedBytes;
+      await area.stage(p);
+      bytes += area.copiedBytes - before;
+      this.#prestaged.push(p);
+    }
+    return bytes;
+  }
+
+  releasePrestaged(): void {
+    for (const p of this.#prestaged) this.staging(p.placement.execDevice).release(p.placement.name);
+    this.#prestaged = [];
+  }
+
+  /**
+   * `prestageNext`: another pass like this one follows (decoding); its first streamed blocks'
+   * copies are queued before this pass's outputs are read back (see prestage).
+   */
   async run(steps: readonly Step[], inputs: ReadonlyMap<string, HostTensor>, outputs: readonly string[], session?: KvSession,
-    stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0, bindGroups: 0 }): Promise<Map<string, HostTensor>> {
+    stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0, bindGroups: 0 }, prestageNext = false): Promise<Map<string, HostTensor>> {
     // name → its copies, by device ('host' for inputs)
     const state = new Map<string, Map<string, Tensor | HostTensor>>();
     for (const [name, t] of inputs) state.set(name, new Map([['host', t]]));
@@ -85,6 +118,8 @@ export class Scheduler {
       const p = this.placed.get(step.block)!;
       return p.placement.exec === 'stream' ? p : null;
     };
+    this.#prestaged = [];
+    const order: PlacedBlock[] = [];
     try {
       for (let i = 0; i < steps.length; i++) {
         const step = steps[i]!;
@@ -94,7 +129,10 @@ export class Scheduler {
         const block = step.block === null ? null : this.placed.get(step.block)!;
         let weights: ReadonlyMap<string, Weight> = block?.weights ?? new Map();
         const stream = streamed(step);
-        if (stream) weights = await this.staging(device).stage(stream);
+        if (stream) {
+          weights = await this.staging(device).stage(stream);
+          if (!order.includes(stream)) order.push(stream);
+        }
         // The next `prefetch` streamed blocks' copies are queued now, ahead of this step's kernels
         // (whatever device this step runs on: streamed blocks always run on the compute device).
         const ahead = new Set<string>();
@@ -177,6 +215,8 @@ export class Scheduler {
         stats.submitMs += performance.now() - t1;
         if (stream && steps[i + 1]?.block !== step.block) this.staging(device).release(stream.placement.name);
       }
+      this.#streamOrder = order;
+      if (prestageNext) stats.aheadBytes = (stats.aheadBytes ?? 0) + await this.prestage();
       const result = new Map<string, HostTensor>();
       for (const name of outputs) {
         const copies = state.get(name);
