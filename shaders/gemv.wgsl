@@ -7,7 +7,9 @@
 // Defines: F16 (bool: f16 activations and output), SUBGROUPS (bool), WG (u32, power of 2),
 // ROWS (u32), CHUNK1 (bool: CHUNK is 1, scalar x), XV (u32: CHUNK / 4), W_TYPE (element type
 // of w), DEQUANT (WGSL: chunk_dot and its helpers), BIAS (bool), BIAS_FN (WGSL: bias_at),
-// RESIDUAL (bool: adds res, shaped like out — a residual connection without its own dispatch).
+// RESIDUAL (bool: adds res, shaped like out — a residual connection without its own dispatch),
+// PARTS2 / PARTS3 (bool: the weight stacks 2 or 3 projections; columns from split1 (split2)
+// on go to out1 (out2), each with its own row stride: q, k and v from one dispatch).
 #if ${F16}
 enable f16;
 #endif
@@ -29,6 +31,10 @@ struct Params {
   groups: u32,   // workgroups in this dispatch; past it (2-D grids) a workgroup returns
   chunks: u32,   // k / CHUNK
   scale: f32,    // per-tensor weight scale (scaled fp8), 1 otherwise
+  split1: u32,   // PARTS2: first column of out1, whose row stride is ld1
+  ld1: u32,
+  split2: u32,   // PARTS3: first column of out2, whose row stride is ld2
+  ld2: u32,
 }
 
 #if ${CHUNK1}
@@ -45,6 +51,12 @@ struct Params {
 @group(0) @binding(${RES_BINDING}) var<storage, read> res: array<XT>;
 #endif
 @group(0) @binding(${OUT_BINDING}) var<storage, read_write> out: array<XT>;
+#if ${PARTS2}
+@group(0) @binding(${OUT1_BINDING}) var<storage, read_write> out1: array<XT>;
+#endif
+#if ${PARTS3}
+@group(0) @binding(${OUT2_BINDING}) var<storage, read_write> out2: array<XT>;
+#endif
 @group(0) @binding(${PARAMS_BINDING}) var<uniform> params: Params;
 
 ${DEQUANT}
@@ -147,6 +159,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 fn write_out(mi: u32, row: u32, total: f32) {
   if (row < params.n) {
     let n = params.n_base + row;
+#if ${PARTS3}
+    if (n >= params.split2) {
+      out2[mi * params.ld2 + n - params.split2] = XT(total * params.scale + bias_at(n));
+      return;
+    }
+#endif
+#if ${PARTS2}
+    if (n >= params.split1) {
+      out1[mi * params.ld1 + n - params.split1] = XT(total * params.scale + bias_at(n));
+      return;
+    }
+#endif
     let o = mi * params.ldo + n;
 #if ${RESIDUAL}
     out[o] = XT(total * params.scale + bias_at(n) + f32(res[o]));

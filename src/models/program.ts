@@ -27,6 +27,12 @@ export interface CanonicalTensor {
   readonly rows?: { readonly count: number; readonly rowOf: (i: number) => number };
   /** A 2-D source stored [in, out] (GPT-2's Conv1D): transposed once at load (plain float dtypes). */
   readonly transpose?: boolean;
+  /**
+   * The tensor is these tensors stacked along their first dimension, in order (same dtype and
+   * trailing shape): projections that read the same input, fused at load so one kernel runs
+   * them (see fuseRows). `source` is the first part's.
+   */
+  readonly parts?: readonly CanonicalTensor[];
 }
 
 export interface StepContext {

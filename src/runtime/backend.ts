@@ -99,6 +99,11 @@ export interface Backend {
 
   /** x · wᵀ + bias (+ residual, shaped like the output: in the same kernel where the device can). */
   linear(x: Tensor, w: Weight, bias?: Weight | null, residual?: Tensor | null): Promise<Tensor>;
+  /**
+   * A linear whose weight stacks several projections (rows N0, N1, …): returns one output per
+   * projection ([..., Ni]), from one kernel where the device can (a fused QKV or gate/up).
+   */
+  linearParts(x: Tensor, w: Weight, bias: Weight | null, widths: readonly number[]): Promise<Tensor[]>;
   /** ids (i32, any shape) → [...ids.shape, dim]. */
   embedding(ids: Tensor, table: Weight): Promise<Tensor>;
   rmsNorm(x: Tensor, w: Weight | null, eps: number): Promise<Tensor>;

@@ -131,6 +131,19 @@ export class CpuBackend implements Backend {
     return residual ? this.binary('add', out, residual) : out;
   }
 
+  async linearParts(x: Tensor, w: Weight, bias: Weight | null, widths: readonly number[]): Promise<Tensor[]> {
+    const full = await this.#linear(x, w, bias);
+    const n = full.shape[full.shape.length - 1]!;
+    if (widths.reduce((a, b) => a + b, 0) !== n) throw new RuntimeShapeError(`linearParts: widths ${widths.join(' + ')} do not add up to ${w.name}'s ${n} rows`);
+    const parts: Tensor[] = [];
+    let at = 0;
+    for (const width of widths) {
+      parts.push(await this.slice(full, -1, at, width));
+      at += width;
+    }
+    return parts;
+  }
+
   async #linear(x: Tensor, w: Weight, bias?: Weight | null): Promise<Tensor> {
     const xa = this.#act(x, 'linear');
     const m = this.#matrix(w, 'linear');

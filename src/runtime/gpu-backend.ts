@@ -226,12 +226,34 @@ export class GpuBackend implements Backend {
     const wt = this.#w(w, 'linear');
     const out = await this.#empty([...xt.shape.slice(0, -1), wt.shape[0]!]);
     const b = bias ? this.#w(bias, 'linear') : null;
-    if (residual && !ops.linearFusesResidual(xt, wt)) {
+    if (residual && !ops.linearUsesGemv(xt, wt)) {
       await ops.linear(this.rec, xt, wt, b, out);
       return this.binary('add', this.#wrap(out), residual);
     }
     await ops.linear(this.rec, xt, wt, b, out, residual ? { residual: this.#act(residual, 'linear').t } : {});
     return this.#wrap(out);
+  }
+
+  async linearParts(x: Tensor, w: Weight, bias: Weight | null, widths: readonly number[]): Promise<Tensor[]> {
+    const xt = this.#act(x, 'linearParts').t;
+    const wt = this.#w(w, 'linearParts');
+    if (widths.reduce((a, b) => a + b, 0) !== wt.shape[0]) throw new RuntimeShapeError(`linearParts: widths ${widths.join(' + ')} do not add up to ${w.name}'s ${wt.shape[0]} rows`);
+    if (widths.length <= 3 && ops.linearUsesGemv(xt, wt)) {
+      const outs: GpuTensor[] = [];
+      // One at a time: the pool hands out buffers in a fixed order (see #takePooled).
+      for (const n of widths) outs.push(await this.#empty([...xt.shape.slice(0, -1), n]));
+      await ops.linear(this.rec, xt, wt, bias ? this.#w(bias, 'linearParts') : null, outs[0]!, { parts: outs.slice(1) });
+      return outs.map((o) => this.#wrap(o));
+    }
+    const full = await this.linear(x, w, bias);
+    const parts: Tensor[] = [];
+    let at = 0;
+    for (const n of widths) {
+      parts.push(await this.slice(full, -1, at, n));
+      at += n;
+    }
+    this.release(full);
+    return parts;
   }
 
   async embedding(ids: Tensor, table: Weight): Promise<Tensor> {

@@ -40,7 +40,7 @@ const SMALL = 1 << 16;
  */
 export function canonicalIndex(weights: WeightSet, derived: ReadonlyMap<string, CanonicalTensor>): Map<string, CanonicalTensor> {
   const index = new Map<string, CanonicalTensor>(derived);
-  const used = new Set([...derived.values()].map((c) => c.source));
+  const used = new Set([...derived.values()].flatMap((c) => c.parts ? c.parts.map((p) => p.source) : [c.source]));
   for (const name of weights.tensors.keys()) if (!used.has(name) && !index.has(name)) index.set(name, { source: name });
   return index;
 }
@@ -51,8 +51,45 @@ function rowBytesOf(t: WeightTensor): number {
   return t.byteLength / rows;
 }
 
+/** Stored tensors a canonical tensor is read from. */
+export function sourcesOf(c: CanonicalTensor): string[] {
+  return c.parts ? c.parts.flatMap(sourcesOf) : [c.source];
+}
+
+/** Parts stacked along the first dimension (they were checked alike when the model fused them). */
+async function readStacked(weights: WeightSet, name: string, parts: readonly CanonicalTensor[]): Promise<TensorBytes> {
+  const read = await Promise.all(parts.map((p, i) => readCanonical(weights, `${name}[${i}]`, p)));
+  const first = read[0]!;
+  for (const r of read) {
+    if (r.dtype !== first.dtype || r.shape.slice(1).join() !== first.shape.slice(1).join()) {
+      throw new RuntimeShapeError(`${name}: parts ${read.map((x) => `${x.dtype} [${x.shape.join(', ')}]`).join(', ')} do not stack`);
+    }
+  }
+  const bytes = new Uint8Array(read.reduce((n, r) => n + r.bytes.byteLength, 0));
+  let at = 0;
+  for (const r of read) {
+    bytes.set(r.bytes, at);
+    at += r.bytes.byteLength;
+  }
+  const shape = [read.reduce((n, r) => n + (r.shape[0] ?? 1), 0), ...first.shape.slice(1)];
+  return {
+    name, dtype: first.dtype, shape, bytes,
+    read: async () => {
+      const values = await Promise.all(read.map((r) => r.read()));
+      const out = new Float32Array(values.reduce((n, v) => n + v.length, 0));
+      let o = 0;
+      for (const v of values) {
+        out.set(v, o);
+        o += v.length;
+      }
+      return out;
+    },
+  };
+}
+
 /** Reads and cuts one canonical tensor on the host. */
 export async function readCanonical(weights: WeightSet, name: string, c: CanonicalTensor): Promise<TensorBytes> {
+  if (c.parts) return readStacked(weights, name, c.parts);
   const src = weights.tensor(c.source);
   let bytes = await src.readRaw();
   let shape = [...src.shape];
@@ -136,6 +173,7 @@ async function filledBuffer(gpu: GpuDevice, label: string, byteLength: number, u
  */
 async function directToGpu(gpu: GpuDevice, weights: WeightSet, name: string, c: CanonicalTensor, kind: string,
   usage: GPUBufferUsageFlags, account?: CpuDevice): Promise<{ storage: TrackedBuffer; dtype: GpuDtype; shape: readonly number[]; bytes: number } | null> {
+  if (c.parts) return directStacked(gpu, weights, name, c.parts, kind, usage, account);
   if (c.rows || c.transpose) return null;
   const src = weights.tensor(c.source);
   const stored = GPU_STORED[src.dtype.toUpperCase()];
@@ -144,6 +182,27 @@ async function directToGpu(gpu: GpuDevice, weights: WeightSet, name: string, c: 
   if (!(roleOf(kind, src.shape) === 'matrix' || PLAIN.has(stored)) || k % GPU_DTYPE_LAYOUT[stored].blockElements !== 0) return null;
   const storage = await filledBuffer(gpu, name, src.byteLength, usage, (view) => src.readRawInto!(view), account);
   return { storage, dtype: stored, shape: src.shape, bytes: src.byteLength };
+}
+
+/** Stacked parts read from the file one after another into one mapping, when each could go direct. */
+async function directStacked(gpu: GpuDevice, weights: WeightSet, name: string, parts: readonly CanonicalTensor[], kind: string,
+  usage: GPUBufferUsageFlags, account?: CpuDevice): Promise<{ storage: TrackedBuffer; dtype: GpuDtype; shape: readonly number[]; bytes: number } | null> {
+  if (parts.some((p) => p.rows || p.transpose || p.parts)) return null;
+  const srcs = parts.map((p) => weights.tensor(p.source));
+  const first = srcs[0]!;
+  const stored = GPU_STORED[first.dtype.toUpperCase()];
+  const k = first.shape[first.shape.length - 1] ?? 1;
+  if (!stored || srcs.some((t) => !t.readRawInto || t.dtype !== first.dtype || t.shape.slice(1).join() !== first.shape.slice(1).join())) return null;
+  if (!(roleOf(kind, first.shape) === 'matrix' || PLAIN.has(stored)) || k % GPU_DTYPE_LAYOUT[stored].blockElements !== 0) return null;
+  const bytes = srcs.reduce((n, t) => n + t.byteLength, 0);
+  const storage = await filledBuffer(gpu, name, bytes, usage, async (view) => {
+    let at = 0;
+    for (const t of srcs) {
+      await t.readRawInto!(view.subarray(at, at + t.byteLength));
+      at += t.byteLength;
+    }
+  }, account);
+  return { storage, dtype: stored, shape: [srcs.reduce((n, t) => n + (t.shape[0] ?? 1), 0), ...first.shape.slice(1)], bytes };
 }
 
 const DEVICE_USAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
@@ -244,7 +303,7 @@ export function cpuParamBytes(param: CpuParam): number {
 /** Loads every block's weights where the plan stores them, in the form its execution needs. */
 export async function placeWeights(o: PlaceOptions): Promise<Map<string, PlacedBlock>> {
   const bySource = new Map<string, string[]>();
-  for (const [name, c] of o.index) bySource.set(c.source, [...(bySource.get(c.source) ?? []), name]);
+  for (const [name, c] of o.index) for (const source of sourcesOf(c)) bySource.set(source, [...(bySource.get(source) ?? []), name]);
   const placed = new Map<string, PlacedBlock>();
   // One load per (tensor, device): tied tensors read by two blocks on one device share it.
   const shared = new Map<string, Promise<GpuWeight | CpuParam>>();
@@ -272,7 +331,7 @@ export async function placeWeights(o: PlaceOptions): Promise<Map<string, PlacedB
         const canonical = o.index.get(name)!;
         if (p.exec === 'stream' && p.device === 'cpu') {
           const gpu = o.devices.get(p.execDevice) as GpuDevice;
-          const estimate = o.weights.tensor(canonical.source).byteLength;
+          const estimate = sourcesOf(canonical).reduce((n, source) => n + o.weights.tensor(source).byteLength, 0);
           if (estimate <= hostVisibleLeft) {
             try {
               const direct = await directToGpu(gpu, o.weights, name, canonical, block.kind, HOST_VISIBLE_USAGE(), cpu);

@@ -166,6 +166,51 @@ describe('linear on SwiftShader (f32 path)', () => {
     await check({ dtype: 'f32', m: 6, n: 11, k: 8, seed: 35, xShape: [2, 3, 8] });
   });
 
+  it('GEMV epilogues: a stacked weight written to 2 or 3 outputs and a residual added equal separate kernels bit for bit', async () => {
+    const { gpu } = t;
+    const k = 40;
+    const m = 3;
+    const widths = [24, 8, 8];
+    const n = widths.reduce((a, b) => a + b, 0);
+    const x = await uploadTensor(gpu, randomValues(m * k, 71), [m, k]);
+    const w = await uploadTensor(gpu, randomWeightBytes('bf16', n, k, 72), [n, k], 'bf16');
+    const bias = await uploadTensor(gpu, randomValues(n, 73), [n]);
+    const res = await uploadTensor(gpu, randomValues(m * n, 74), [m, n]);
+    const full = await uploadTensor(gpu, new Float32Array(m * n).fill(Number.NaN), [m, n]);
+    const withRes = await uploadTensor(gpu, new Float32Array(m * n).fill(Number.NaN), [m, n]);
+    const outs = await Promise.all(widths.map((wd) => uploadTensor(gpu, new Float32Array(m * wd).fill(Number.NaN), [m, wd])));
+    const pair = await Promise.all([widths[0]!, widths[1]! + widths[2]!].map((wd) => uploadTensor(gpu, new Float32Array(m * wd).fill(Number.NaN), [m, wd])));
+    const all = [x, w, bias, res, full, withRes, ...outs, ...pair];
+    try {
+      const rec = new KernelRecorder(gpu);
+      await linear(rec, x, w, bias, full);
+      await linear(rec, x, w, bias, withRes, { residual: res });
+      const info = await linear(rec, x, w, bias, outs[0]!, { parts: outs.slice(1) });
+      await linear(rec, x, w, bias, pair[0]!, { parts: pair.slice(1) });
+      await rec.submit();
+      expect(info.kernel).toBe('gemv');
+      const f = await downloadF32(full);
+      const columns = (from: number, width: number) => Float32Array.from({ length: m * width }, (_, i) => f[Math.floor(i / width) * n + from + (i % width)]!);
+      let at = 0;
+      for (const [i, wd] of widths.entries()) {
+        expect(await downloadF32(outs[i]!), `part ${i}`).toEqual(columns(at, wd));
+        at += wd;
+      }
+      expect(await downloadF32(pair[1]!)).toEqual(columns(widths[0]!, widths[1]! + widths[2]!));
+      const r = await downloadF32(res);
+      expect(await downloadF32(withRes)).toEqual(f.map((v, i) => Math.fround(v + r[i]!)));
+      // Only the GEMV kernel has these epilogues; the shapes must split N exactly.
+      const big = await uploadTensor(gpu, randomValues(8 * k, 75), [8, k]);
+      const bigOut = await uploadTensor(gpu, new Float32Array(8 * n), [8, n]);
+      all.push(big, bigOut);
+      await expect(linear(rec, big, w, null, outs[0]!, { parts: outs.slice(1) })).rejects.toThrow(LinearShapeError);
+      await expect(linear(rec, x, w, null, outs[0]!, { parts: outs.slice(1, 2) })).rejects.toThrow(/do not split/);
+      await expect(linear(rec, big, w, null, bigOut, { residual: bigOut })).rejects.toThrow(/GEMV/);
+    } finally {
+      for (const tensor of all) tensor.destroy();
+    }
+  });
+
   it('weights larger than a binding are split over several (lowered maxStorageBufferBindingSize), activations too', async () => {
     try {
       overrideKernelLimits(t.gpu, { maxStorageBufferBindingSize: 4096 });

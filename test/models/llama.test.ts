@@ -10,7 +10,7 @@ import { openWeights } from '../../src/formats/open-weights.ts';
 import { writeSafetensorsFile, type TensorToWrite } from '../../src/formats/safetensors-writer.ts';
 import type { HostTensor } from '../../src/models/program.ts';
 import { blockMapOf } from '../../src/models/registry.ts';
-import { ggufPermutedRowOf, ggufToTransformersName } from '../../src/models/llama/gguf-names.ts';
+import { ggufCanonical, ggufPermutedRowOf, ggufToTransformersName } from '../../src/models/llama/gguf-names.ts';
 import { llamaModel, llamaRopeParameters, type LlamaConfig } from '../../src/models/llama/model.ts';
 import { loadModel, type LoadedModel, type LoadOptions } from '../../src/runtime/model.ts';
 import { fixturePath } from '../fixtures.ts';
@@ -182,7 +182,14 @@ describe('llama-tiny', () => {
         hidden: 64, layers: 4, heads: 4, kvHeads: 2, headDim: 16, rotaryDim: 16, intermediate: 176, vocab: 256,
         eps: 1e-5, act: 'silu', maxPositions: 128, theta: 10000, ropeScaling: { type: 'default' }, tied: false, ggufArch: null,
       });
-      expect(llamaModel.canonical('transformers', weights, config).size).toBe(0);
+      // Transformers names are canonical as they are; only q/k/v and gate/up are stacked for one kernel each.
+      const map = llamaModel.canonical('transformers', weights, config);
+      expect([...map.keys()].sort()).toEqual([0, 1, 2, 3].flatMap((i) => [`model.layers.${i}.mlp.gate_up_proj.weight`, `model.layers.${i}.self_attn.qkv_proj.weight`]));
+      for (const [name, c] of map) {
+        const i = name.split('.')[2];
+        const parts = name.includes('qkv') ? ['q', 'k', 'v'].map((x) => `model.layers.${i}.self_attn.${x}_proj.weight`) : ['gate', 'up'].map((x) => `model.layers.${i}.mlp.${x}_proj.weight`);
+        expect(c.parts?.map((p) => p.source), name).toEqual(parts);
+      }
     } finally {
       await weights.close();
     }
@@ -215,8 +222,20 @@ describe('llama-gguf-tiny', () => {
         hidden: 256, layers: 2, heads: 4, kvHeads: 2, headDim: 64, rotaryDim: 64, intermediate: 512, vocab: 512,
         eps: 1e-5, act: 'silu', maxPositions: 256, theta: 10000, ropeScaling: { type: 'default' }, tied: false, ggufArch: 'llama', ropeFreqs: false,
       });
-      const map = llamaModel.canonical('gguf', gguf, config);
+      const map = ggufCanonical(gguf, { arch: 'llama', heads: config.heads, kvHeads: config.kvHeads });
       expect([...map.keys()].sort()).toEqual([...dequant.tensors.keys()].sort());
+      // Stacked where the parts share a stored type (Q4_K_M quantizes some v and down rows differently).
+      const fused = llamaModel.canonical('gguf', gguf, config);
+      for (const [name, c] of fused) {
+        if (!c.parts) continue;
+        expect(new Set(c.parts.map((p) => gguf.tensor(p.source).dtype)).size, name).toBe(1);
+        expect(c.parts.map((p) => ggufToTransformersName(p.source)).every((n) => n !== null && !fused.has(n))).toBe(true);
+      }
+      for (let i = 0; i < config.layers; i++) {
+        const qkv = fused.has(`model.layers.${i}.self_attn.qkv_proj.weight`);
+        const types = ['attn_q', 'attn_k', 'attn_v'].map((t) => gguf.tensor(`blk.${i}.${t}.weight`).dtype);
+        expect(qkv, `layer ${i}: ${types.join(', ')}`).toBe(new Set(types).size === 1);
+      }
       for (const [name, cut] of map) {
         expect(ggufToTransformersName(cut.source)).toBe(name);
         const src = gguf.tensor(cut.source);

@@ -18,7 +18,7 @@ export { upsampleNearest } from './upsample.ts';
 export { timestepEmbedding, timestepTable, type TimestepEmbeddingOptions } from './timestep.ts';
 export { adaLNModulate, gatedResidual, type VectorSlice, type ModulationOptions } from './adaln.ts';
 export {
-  linear, linearFusesResidual, linearKernel, linearPath, subgroupMatrixReady, LinearShapeError, MATMUL_TILES, SGMAT_TILES, GEMV_MAX_M, LINEAR_WEIGHT_DTYPES,
+  linear, linearUsesGemv, linearKernel, linearPath, subgroupMatrixReady, LinearShapeError, MATMUL_TILES, SGMAT_TILES, GEMV_MAX_M, LINEAR_WEIGHT_DTYPES,
   type LinearOptions, type LinearInfo, type LinearWeightDtype, type MatmulTile, type SgmatTile,
 } from './matmul.ts';
 export { attention, attentionShape, attentionFlops, subgroupMatrixUnfit, type AttentionOptions, type AttentionRun, type AttentionKernel, type AttentionShape } from './attention.ts';

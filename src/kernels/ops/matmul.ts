@@ -71,8 +71,11 @@ export const SGMAT_PACKED_DEFAULT_TILE: SgmatPackedTile = '128x128-w4-u2';
 /** Batches up to this many rows go through the GEMV kernel by default. */
 export const GEMV_MAX_M = 4;
 
-/** Whether linear can add a residual in its own dispatch for x [..., K] (the GEMV kernel: M ≤ GEMV_MAX_M). */
-export function linearFusesResidual(x: GpuTensor, w: GpuTensor, options: LinearOptions = {}): boolean {
+/**
+ * Whether linear runs the GEMV kernel for x [..., K] (M ≤ GEMV_MAX_M): only it adds a residual
+ * or writes several outputs in the same dispatch.
+ */
+export function linearUsesGemv(x: GpuTensor, w: GpuTensor, options: LinearOptions = {}): boolean {
   if (w instanceof SgmatPackedWeight) return false;
   const k = w.shape[w.shape.length - 1] ?? 1;
   return (options.kernel ?? (x.elements / k <= GEMV_MAX_M ? 'gemv' : 'tiled')) === 'gemv';
@@ -84,6 +87,11 @@ export interface LinearOptions {
    * only: see linearFusesResidual.
    */
   readonly residual?: GpuTensor;
+  /**
+   * More outputs: w stacks several projections ([N0 + N1 (+ N2), K]); out takes the first N0
+   * columns, parts[0] the next, parts[1] the last (up to 3 in all; each [M, Ni]). GEMV only.
+   */
+  readonly parts?: readonly GpuTensor[];
   /** Activation path; default bestPath(gpu). f32 activations never take the f16 path. */
   readonly path?: KernelPath;
   /** Force the GEMV or the tiled kernel (default: GEMV when M ≤ GEMV_MAX_M). */
@@ -210,6 +218,8 @@ export interface LinearKernelSpec {
   readonly bias: BiasDtype | null;
   /** GEMV: adds a residual tensor shaped like out in the same dispatch. */
   readonly residual?: boolean;
+  /** GEMV: outputs the stacked weight's rows go to (1 to 3; default 1). */
+  readonly parts?: number;
   /** Whether the device has subgroups (GEMV reductions). */
   readonly subgroups: boolean;
   /** maxComputeWorkgroupStorageSize (default 32768). */
@@ -246,13 +256,15 @@ export function linearKernel(spec: LinearKernelSpec, options: LinearOptions = {}
     const subgroups = (options.subgroups ?? true) && spec.subgroups;
     const dec = gemvDecoder(wd, gemvAlignedRows(wd, k));
     const residual = spec.residual ?? false;
+    const parts = spec.parts ?? 1;
     const outBinding = 2 + (spec.bias !== null ? 1 : 0) + (residual ? 1 : 0);
     return {
       shader: 'gemv',
       defines: {
         F16: f16, SUBGROUPS: subgroups, WG: wg, ROWS: rows, CHUNK: dec.chunk, CHUNK1: dec.chunk === 1, XV: Math.max(1, dec.chunk / 4),
         W_TYPE: dec.wType, DEQUANT: dec.code, BIAS: spec.bias !== null, BIAS_FN: biasFn,
-        RESIDUAL: residual, RES_BINDING: outBinding - 1, OUT_BINDING: outBinding, PARAMS_BINDING: outBinding + 1,
+        RESIDUAL: residual, RES_BINDING: outBinding - 1, OUT_BINDING: outBinding, PARTS2: parts >= 2, PARTS3: parts >= 3,
+        OUT1_BINDING: outBinding + 1, OUT2_BINDING: outBinding + 2, PARAMS_BINDING: outBinding + parts,
       },
       kernel: 'gemv',
       variant: `gemv rows=${rows} threads=${wg} ${subgroups ? 'subgroups' : 'workgroup-reduction'} ${dec.chunk === 1 ? 'scalar' : `chunk=${dec.chunk}`}`,
@@ -261,6 +273,7 @@ export function linearKernel(spec: LinearKernelSpec, options: LinearOptions = {}
     };
   }
   if (spec.residual) throw new LinearShapeError('linear: a fused residual needs the GEMV kernel (M ≤ GEMV_MAX_M)');
+  if ((spec.parts ?? 1) > 1) throw new LinearShapeError('linear: several outputs need the GEMV kernel (M ≤ GEMV_MAX_M)');
   const aligned = k % 4 === 0;
   const dec = tileDecoder(wd, aligned);
   if (spec.path === 'subgroup-matrix') {
@@ -311,7 +324,7 @@ export function linearKernel(spec: LinearKernelSpec, options: LinearOptions = {}
  */
 const kernelCache = new Map<string, LinearKernel>();
 function cachedLinearKernel(spec: LinearKernelSpec, options: LinearOptions): LinearKernel {
-  const key = `${spec.kernel}|${spec.path}|${spec.weights}|${spec.m}|${spec.n}|${spec.k}|${spec.f16}|${spec.bias}|${spec.residual}|${spec.subgroups}|`
+  const key = `${spec.kernel}|${spec.path}|${spec.weights}|${spec.m}|${spec.n}|${spec.k}|${spec.f16}|${spec.bias}|${spec.residual}|${spec.parts}|${spec.subgroups}|`
     + `${spec.workgroupStorage}|${spec.directChunks}|${options.subgroups}|${options.gemvRows}|${options.gemvThreads}|${options.tile}|${options.sgmatTile}|${options.sgmatDirect}`;
   let plan = kernelCache.get(key);
   if (!plan) {
@@ -348,7 +361,12 @@ export async function linear(rec: KernelRecorder, x: GpuTensor, w: GpuTensor, bi
   if (out.dtype !== x.dtype) throw new LinearShapeError(`linear: out is ${out.dtype} but x is ${x.dtype}`);
   if (x.shape[x.shape.length - 1] !== k) throw new LinearShapeError(`linear: x ${JSON.stringify(x.shape)} does not end in K = ${k}`);
   const m = x.elements / k;
-  if (out.shape[out.shape.length - 1] !== n || out.elements !== m * n) throw new LinearShapeError(`linear: out ${JSON.stringify(out.shape)} is not [${m}, ${n}]`);
+  const outs = [out, ...(options.parts ?? [])];
+  const widths = outs.map((o) => o.shape[o.shape.length - 1] ?? 1);
+  if (outs.length > 3) throw new LinearShapeError(`linear: at most 3 outputs, got ${outs.length}`);
+  if (widths.reduce((a, b) => a + b, 0) !== n || outs.some((o, i) => o.elements !== m * widths[i]! || o.dtype !== x.dtype)) {
+    throw new LinearShapeError(`linear: outputs ${outs.map((o) => `${o.dtype} ${JSON.stringify(o.shape)}`).join(', ')} do not split [${m}, ${n}] ${x.dtype} by columns`);
+  }
   const block = GPU_DTYPE_LAYOUT[wd].blockElements;
   if (k % block !== 0) throw new LinearShapeError(`linear: K = ${k} is not a whole number of ${wd} blocks (${block})`);
   let biasDtype: BiasDtype | null = null;
@@ -368,12 +386,13 @@ export async function linear(rec: KernelRecorder, x: GpuTensor, w: GpuTensor, bi
   const nChunks = bindingChunks(n, wRow, limits);
   const mChunks = activationChunks(m, k * xb, n * xb, limits);
   const residual = options.residual ?? null;
+  if (outs.length > 1 && (kernel !== 'gemv' || residual)) throw new LinearShapeError(`linear: several outputs need the GEMV kernel (M = ${m}, at most ${GEMV_MAX_M}) and no residual; split the output instead`);
   if (residual) {
     if (kernel !== 'gemv') throw new LinearShapeError(`linear: a fused residual needs the GEMV kernel (M = ${m} > ${GEMV_MAX_M}); add it separately`);
     if (residual.dtype !== out.dtype || residual.elements !== out.elements) throw new LinearShapeError(`linear: residual ${JSON.stringify(residual.shape)} ${residual.dtype} is not shaped like out ${JSON.stringify(out.shape)} ${out.dtype}`);
   }
   const spec: LinearKernelSpec = {
-    kernel, path, weights: wd, k, m, n, f16, bias: biasDtype, residual: residual !== null, subgroups: gpu.hasFeature('subgroups'),
+    kernel, path, weights: wd, k, m, n, f16, bias: biasDtype, residual: residual !== null, parts: outs.length, subgroups: gpu.hasFeature('subgroups'),
     workgroupStorage: limits.maxComputeWorkgroupStorageSize,
     directChunks: [...nChunks, ...mChunks].every((c) => c.count % 16 === 0 || c.first + c.count === (nChunks.includes(c) ? n : m)),
   };
@@ -397,17 +416,18 @@ export async function linear(rec: KernelRecorder, x: GpuTensor, w: GpuTensor, bi
     for (const nc of nChunks) {
       const groups = plan.groups(mc.count, nc.count);
       if (groups === 0) continue;
-      const params = new ArrayBuffer(32);
-      new Uint32Array(params, 0, 7).set([mc.count, nc.count, k, n, nc.first, groups, plan.seventh(mc.count, nc.count)]);
+      const params = new ArrayBuffer(48);
+      new Uint32Array(params, 0, 7).set([mc.count, nc.count, k, widths[0]!, nc.first, groups, plan.seventh(mc.count, nc.count)]);
       new Float32Array(params, 28, 1)[0] = w.scale;
+      new Uint32Array(params, 32, 4).set([widths[0]!, widths[1] ?? 0, widths[0]! + (widths[1] ?? 0), widths[2] ?? 0]);
       const bindings: Binding[] = [
         range(x, mc.first * k * xb, mc.count * k * xb),
         range(w, nc.first * wRow, nc.count * wRow),
       ];
       if (bias) bindings.push(bias.buffer);
       if (residual) bindings.push(range(residual, mc.first * n * xb, mc.count * n * xb));
-      bindings.push(range(out, mc.first * n * xb, mc.count * n * xb));
-      rec.dispatch(pipeline, bindings, new Uint8Array(params), groups, `linear ${variant}${residual ? ' +residual' : ''}`);
+      outs.forEach((o, i) => bindings.push(range(o, mc.first * widths[i]! * xb, mc.count * widths[i]! * xb)));
+      rec.dispatch(pipeline, bindings, new Uint8Array(params), groups, `linear ${variant}${residual ? ' +residual' : ''}${outs.length > 1 ? ` ${outs.length} parts` : ''}`);
       dispatches++;
       maxGroups = Math.max(maxGroups, groups);
     }
@@ -537,7 +557,12 @@ async function linearPacked(rec: KernelRecorder, x: GpuTensor, w: SgmatPackedWei
   if (out.dtype !== x.dtype) throw new LinearShapeError(`linear: out is ${out.dtype} but x is ${x.dtype}`);
   if (x.shape[x.shape.length - 1] !== k) throw new LinearShapeError(`linear: x ${JSON.stringify(x.shape)} does not end in K = ${k}`);
   const m = x.elements / k;
-  if (out.shape[out.shape.length - 1] !== n || out.elements !== m * n) throw new LinearShapeError(`linear: out ${JSON.stringify(out.shape)} is not [${m}, ${n}]`);
+  const outs = [out, ...(options.parts ?? [])];
+  const widths = outs.map((o) => o.shape[o.shape.length - 1] ?? 1);
+  if (outs.length > 3) throw new LinearShapeError(`linear: at most 3 outputs, got ${outs.length}`);
+  if (widths.reduce((a, b) => a + b, 0) !== n || outs.some((o, i) => o.elements !== m * widths[i]! || o.dtype !== x.dtype)) {
+    throw new LinearShapeError(`linear: outputs ${outs.map((o) => `${o.dtype} ${JSON.stringify(o.shape)}`).join(', ')} do not split [${m}, ${n}] ${x.dtype} by columns`);
+  }
   if (options.path !== undefined && options.path !== 'subgroup-matrix') throw new LinearShapeError('linear: packed weights run on the subgroup-matrix path only');
   const gpu = rec.gpu;
   if (!subgroupMatrixReady(gpu)) throw new LinearShapeError(`${gpu.name} cannot run the subgroup-matrix path, which packed weights need`);

@@ -1,5 +1,6 @@
 import { MultiGpuError } from '../../errors.ts';
 import { inputIdsShape } from '../inputs.ts';
+import { fuseRows } from '../fuse.ts';
 import type { WeightSet } from '../../formats/weights.ts';
 import { llama3InvFreq, ropeTableValues } from '../../kernels/ops/rope.ts';
 import type { ActivationKind, RopeSpec, Tensor } from '../../runtime/backend.ts';
@@ -219,6 +220,9 @@ function shortestF32(x: number): number {
 }
 
 const ln = (i: number) => `model.layers.${i}.`;
+/** Canonical names of the stacked projections (see canonical()); not in any checkpoint. */
+const QKV = 'self_attn.qkv_proj';
+const GATE_UP = 'mlp.gate_up_proj';
 const LAST_LAYER = 'llama.last_layer_output';
 
 async function linear(c: StepContext, x: Tensor, name: string, residual?: Tensor): Promise<Tensor> {
@@ -238,9 +242,9 @@ function layerStep(config: LlamaConfig, i: number, batch: number, seq: number): 
       const { heads, kvHeads, headDim } = config;
       const x = await c.get(input);
       const h = await b.rmsNorm(x, c.w(`${p}input_layernorm.weight`), config.eps);
-      const q0 = await linear(c, h, `${p}self_attn.q_proj`);
-      const k0 = await linear(c, h, `${p}self_attn.k_proj`);
-      const v = await linear(c, h, `${p}self_attn.v_proj`);
+      const [q0, k0, v] = (c.has(`${p}${QKV}.weight`)
+        ? await b.linearParts(h, c.w(`${p}${QKV}.weight`), c.has(`${p}${QKV}.bias`) ? c.w(`${p}${QKV}.bias`) : null, [heads * headDim, kvHeads * headDim, kvHeads * headDim])
+        : [await linear(c, h, `${p}self_attn.q_proj`), await linear(c, h, `${p}self_attn.k_proj`), await linear(c, h, `${p}self_attn.v_proj`)]) as [Tensor, Tensor, Tensor];
       const rope = llamaRope(config, c.position + seq);
       const q = await b.rope(q0, rope, headDim, c.position);
       const k = await b.rope(k0, rope, headDim, c.position);
@@ -248,8 +252,9 @@ function layerStep(config: LlamaConfig, i: number, batch: number, seq: number): 
       const a = await b.attention(q, k, v, { heads, kvHeads, headDim, causal: true, cache });
       const r = await linear(c, a, `${p}self_attn.o_proj`, x);
       const h2 = await b.rmsNorm(r, c.w(`${p}post_attention_layernorm.weight`), config.eps);
-      const gate = await linear(c, h2, `${p}mlp.gate_proj`);
-      const up = await linear(c, h2, `${p}mlp.up_proj`);
+      const [gate, up] = (c.has(`${p}${GATE_UP}.weight`)
+        ? await b.linearParts(h2, c.w(`${p}${GATE_UP}.weight`), null, [config.intermediate, config.intermediate])
+        : [await linear(c, h2, `${p}mlp.gate_proj`), await linear(c, h2, `${p}mlp.up_proj`)]) as [Tensor, Tensor];
       const m = await b.gated(config.act, gate, up);
       c.set(output, await linear(c, m, `${p}mlp.down_proj`, r));
     },
@@ -270,8 +275,22 @@ export const llamaModel: ModelDefinition<LlamaConfig> = {
   },
 
   canonical(scheme, weights, config): ReadonlyMap<string, CanonicalTensor> {
-    if (scheme !== 'gguf') return new Map();
-    return ggufCanonical(weights, { arch: config.ggufArch ?? 'llama', heads: config.heads, kvHeads: config.kvHeads });
+    const index = new Map(scheme === 'gguf' ? ggufCanonical(weights, { arch: config.ggufArch ?? 'llama', heads: config.heads, kvHeads: config.kvHeads }) : []);
+    const present = (name: string) => index.has(name) || weights.tensors.has(name);
+    for (let i = 0; i < config.layers; i++) {
+      const p = ln(i);
+      const qkv = ['q', 'k', 'v'].map((x) => `${p}self_attn.${x}_proj`);
+      const biases = qkv.map((n) => `${n}.bias`);
+      const withBias = biases.filter(present).length;
+      if (withBias === 0 || withBias === 3) {
+        fuseRows(index, weights, [
+          { name: `${p}${QKV}.weight`, parts: qkv.map((n) => `${n}.weight`) },
+          ...(withBias === 3 ? [{ name: `${p}${QKV}.bias`, parts: biases }] : []),
+        ]);
+      }
+      fuseRows(index, weights, [{ name: `${p}${GATE_UP}.weight`, parts: [`${p}mlp.gate_proj.weight`, `${p}mlp.up_proj.weight`] }]);
+    }
+    return index;
   },
 
   entries: {
