@@ -47,6 +47,7 @@ interface Case {
   readonly seed?: number;
   /** q, k, v scaled by this (large values stress the online softmax). */
   readonly magnitude?: number;
+  readonly decodeKernel?: boolean;
 }
 
 interface Result { readonly got: Float32Array; readonly want: Float32Array; readonly run: AttentionRun }
@@ -60,7 +61,7 @@ async function runCase(c: Case): Promise<Result> {
   const ref: AttentionReferenceOptions & { mask?: { data: Float32Array; shape: number[] } } = {
     batch: c.B, lq: c.Lq, lk: c.Lk, heads: c.H, kvHeads: c.Hkv, headDim: c.D, causal: c.causal, causalOffset: c.causalOffset, scale: c.scale,
   };
-  const opts: { -readonly [K in keyof AttentionOptions]: AttentionOptions[K] } = { causal: c.causal, causalOffset: c.causalOffset, scale: c.scale, subgroups: c.subgroups };
+  const opts: { -readonly [K in keyof AttentionOptions]: AttentionOptions[K] } = { causal: c.causal, causalOffset: c.causalOffset, scale: c.scale, subgroups: c.subgroups, decodeKernel: c.decodeKernel };
   let mask: { data: Float32Array; shape: number[] } | undefined;
   if (c.maskShape) {
     const n = c.maskShape.reduce((a, b) => a * b, 1);
@@ -121,10 +122,37 @@ describe('attention, f32 path', () => {
         keyPadding: a.keyPadding, relBias: a.relBias, scale: a.scale, subgroups: a.subgroups, seed: a.seed,
       };
       const { got, want, run } = await runCase(c);
-      expect(run.kernel).toBe('f32');
+      const decode = c.Lq === 1 && !c.maskShape && !c.keyPadding && !c.relBias;
+      expect(run.kernel).toBe(decode ? 'decode' : 'f32');
       expectClose(got, want, TOLERANCE.f32, describeCase(c));
     }), { numRuns: 24, seed: 20260517 });
   }, 60_000);
+
+  it('one query row (decoding) runs the decode kernel: GQA, causal offsets, head dims to 256, keys past one 1024-key chunk', async () => {
+    const arbitrary = fc.record({
+      B: fc.integer({ min: 1, max: 2 }),
+      Lk: fc.oneof(fc.integer({ min: 0, max: 60 }), fc.integer({ min: 1000, max: 2300 })),
+      Hkv: fc.integer({ min: 1, max: 3 }),
+      group: fc.integer({ min: 1, max: 4 }),
+      D: fc.oneof(fc.integer({ min: 1, max: 130 }), fc.constantFrom(64, 128, 256)),
+      causal: fc.boolean(),
+      offset: fc.option(fc.integer({ min: -3, max: 80 }), { nil: undefined }),
+      magnitude: fc.constantFrom(1, 30),
+      seed: fc.integer({ min: 1, max: 1 << 20 }),
+    });
+    await fc.assert(fc.asyncProperty(arbitrary, async (a) => {
+      const c: Case = { B: a.B, Lq: 1, Lk: a.Lk, H: a.Hkv * a.group, Hkv: a.Hkv, D: a.D, causal: a.causal, causalOffset: a.causal ? a.offset : undefined,
+        // Large scores only with short heads: an f32 dot of 256 products of 30² rounds past the tolerance in any kernel.
+        magnitude: a.D <= 64 ? a.magnitude : 1, seed: a.seed };
+      const { got, want, run } = await runCase(c);
+      expect(run.kernel).toBe('decode');
+      expectClose(got, want, TOLERANCE.f32, describeCase(c));
+    }), { numRuns: 12, seed: 20261126 });
+    // decodeKernel: false forces the tiled kernel.
+    const forced = await runCase({ B: 1, Lq: 1, Lk: 9, H: 4, Hkv: 2, D: 16, causal: true, decodeKernel: false });
+    expect(forced.run.kernel).toBe('f32');
+    expectClose(forced.got, forced.want, TOLERANCE.f32, 'forced tiled');
+  }, 120_000);
 
   const configs = ['llama-tiny', 'gpt2-tiny', 'clip-text-tiny', 't5-encoder-tiny', 'flux-dit-tiny'].map((name) => {
     const c = JSON.parse(readFileSync(`${ROOT}test/fixtures/${name}/config.json`, 'utf8')) as Record<string, number>;

@@ -55,6 +55,11 @@ export interface AttentionOptions {
   /** false forces the reductions through workgroup memory on devices with subgroups. */
   readonly subgroups?: boolean;
   /**
+   * Lq = 1 without mask, key padding or relative bias (decoding) runs attention_decode.wgsl, a
+   * workgroup per (batch, head); false forces the tiled kernels.
+   */
+  readonly decodeKernel?: boolean;
+  /**
    * subgroup-matrix kernel: 'direct' loads Q, K and V matrices straight from the buffers
    * (the default where offsets and strides are multiples of 8 and no tile reads past a buffer's
    * end: Dawn clamps such a load as a whole, moving its valid rows too), 'staged' copies K and
@@ -68,7 +73,7 @@ export interface AttentionOptions {
   readonly tensorCoreKeys?: 32 | 64;
 }
 
-export type AttentionKernel = 'f32' | 'f16' | 'subgroup-matrix';
+export type AttentionKernel = 'f32' | 'f16' | 'subgroup-matrix' | 'decode';
 
 /** What ran: the kernel, whether it used subgroups, and how the work was split. */
 export interface AttentionRun {
@@ -102,6 +107,9 @@ const DV = 128;        // output columns per workgroup (slice)
 const STATE_WORDS = 130;
 /** Workgroup memory of attention_sgmat.wgsl: staged (K/V tiles, scores, probabilities), direct with 32 or 64 keys. */
 const SGMAT_WORKGROUP_BYTES = { staged: 32004, direct32: 14596, direct64: 26884 } as const;
+
+/** attention_decode.wgsl: head dims up to this (two output columns per thread of 128). */
+const DECODE_MAX_D = 256;
 
 const FLAG = { causal: 1, mask: 2, keyPadding: 4, relBias: 8, resumeIn: 16, resumeOut: 32 } as const;
 
@@ -253,6 +261,20 @@ export async function attention(rec: KernelRecorder, q: ViewInput, k: ViewInput,
   const subgroups = (options.subgroups ?? true) && canUseSubgroups(gpu);
   const tensors = [qv.tensor, kv.tensor, vv.tensor, ov.tensor, mask?.tensor, kp, rb];
   const whole = allFit(tensors, limits);
+
+  // One query row (decoding): a workgroup per (batch, head) instead of 32-row query tiles.
+  if (Lq === 1 && !mask && !kp && !rb && whole && D <= DECODE_MAX_D && options.decodeKernel !== false && B * H > 0) {
+    const keys = options.causal ? Math.max(0, Math.min(Lk, causalOffset + 1)) : Lk;
+    const pipeline = await rec.pipeline('attention_decode', { F16: dtype === 'f16' });
+    const uniforms = packUniforms([
+      keys, H, D, group,
+      qv.offset, qv.batchStride, kv.offset, kv.rowStride,
+      kv.batchStride, vv.offset, vv.rowStride, vv.batchStride,
+      ov.offset, ov.batchStride, B * H, { f32: scale },
+    ]);
+    rec.dispatch(pipeline, [qv.tensor.buffer, kv.tensor.buffer, vv.tensor.buffer, ov.tensor.buffer], uniforms, B * H, 'attention.decode');
+    return { kernel: 'decode', subgroups: false, dispatches: 1, split: false, splitKeys: false };
+  }
 
   // Direct loads: 8-element alignment, and every tile's rows (rounded up to whole tiles) inside the buffers.
   const aligned8 = [qv, kv, vv].every((x) => x.offset % 8 === 0 && x.rowStride % 8 === 0 && x.batchStride % 8 === 0);

@@ -4,12 +4,13 @@ export const ATTENTION_OPS: readonly OpSpec[] = [
   {
     name: 'attention',
     summary: 'flash attention (online softmax, no score matrix): q/out [B, Lq, H, D], k/v [B, Lk, Hkv, D] or views; GQA, causal, additive mask, key padding, T5 relative bias, KV cache length, cross-attention, any scale',
-    shaders: ['attention', 'attention_sgmat'],
+    shaders: ['attention', 'attention_sgmat', 'attention_decode'],
     paths: ['f32', 'f16', 'subgroup-matrix'],
     variants: [
       'subgroup row reductions', 'workgroup-memory reductions (no subgroups)', 'head dim > 128 (output slices)',
       'split bindings: ranges and key chunks carrying state', '2-D dispatch', 'f16 (Deno on lavapipe)',
       'subgroup-matrix: direct loads with 32- and 64-key tiles, staged loads (checked against PyTorch and the CPU reference on H100 in bench/attention.ts)', 'subgroup-matrix → f16 fallback',
+      'decode kernel (Lq = 1: a workgroup per batch and head; key chunks of 1024 with an online softmax)',
     ],
     reference: 'reference/attention.ts#attentionReference',
   },
