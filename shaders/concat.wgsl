@@ -3,7 +3,10 @@
 // in_row = in.shape[d] * inner and offset = (sum of the earlier inputs' shape[d]) * inner; one
 // dispatch per input. Elements are moved as bits: u32 for 4-byte dtypes (f32, i32, u32), f16
 // for f16 activations.
-// Defines: HALF (bool: 2-byte elements through f16, needs shader-f16), WORKGROUP_SIZE (u32).
+// With SLICE the other way round (a slice along dimension d): out viewed as [outer, out_row],
+// src as [outer, in_row]; out[o, j] = src[o, offset + j].
+// Defines: HALF (bool: 2-byte elements through f16, needs shader-f16), SLICE (bool),
+// WORKGROUP_SIZE (u32).
 #if ${HALF}
 enable f16;
 alias T = f16;
@@ -28,7 +31,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) grou
   if (i >= params.n) {
     return;
   }
+#if ${SLICE}
+  let o = i / params.out_row;
+  let j = i - o * params.out_row;
+  out[i] = src[o * params.in_row + params.offset + j];
+#else
   let o = i / params.in_row;
   let j = i - o * params.in_row;
   out[o * params.out_row + params.offset + j] = src[i];
+#endif
 }

@@ -103,22 +103,40 @@ function scaled(t: GpuTensor, scale?: number): GpuTensor {
   return scale === undefined ? t : new GpuTensor(t.gpu, t.storage, t.shape, t.dtype, scale);
 }
 
-/** The tensor's bytes back on the host (padding dropped). */
-export async function downloadBytes(tensor: GpuTensor): Promise<Uint8Array> {
+/**
+ * Starts reading a tensor back: the copy is submitted and the mapping requested before this
+ * resolves, so work submitted afterwards (the next pass's weight copies) does not delay it.
+ * The returned function waits for the bytes (padding dropped).
+ */
+export async function startReadback(tensor: GpuTensor): Promise<() => Promise<Uint8Array>> {
   const gpu = tensor.gpu;
   const size = Math.max(4, Math.ceil(tensor.byteLength / 4) * 4);
   const staging = await gpu.createBuffer({ label: 'readback', size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  let mapped: Promise<void>;
   try {
     const encoder = gpu.device.createCommandEncoder({ label: 'readback' });
     encoder.copyBufferToBuffer(tensor.buffer, 0, staging.buffer, 0, size);
     gpu.device.queue.submit([encoder.finish()]);
-    await staging.buffer.mapAsync(GPUMapMode.READ, 0, size);
-    const out = new Uint8Array(staging.buffer.getMappedRange(0, size).slice(0, tensor.byteLength));
-    staging.buffer.unmap();
-    return out;
-  } finally {
+    mapped = staging.buffer.mapAsync(GPUMapMode.READ, 0, size);
+  } catch (error) {
     staging.destroy();
+    throw error;
   }
+  return async () => {
+    try {
+      await mapped;
+      const out = new Uint8Array(staging.buffer.getMappedRange(0, size).slice(0, tensor.byteLength));
+      staging.buffer.unmap();
+      return out;
+    } finally {
+      staging.destroy();
+    }
+  };
+}
+
+/** The tensor's bytes back on the host (padding dropped). */
+export async function downloadBytes(tensor: GpuTensor): Promise<Uint8Array> {
+  return (await startReadback(tensor))();
 }
 
 /** An f32 tensor's values (f16 activations are widened). */

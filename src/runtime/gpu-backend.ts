@@ -3,7 +3,7 @@ import * as ops from '../kernels/ops/index.ts';
 import { KvCache } from '../kernels/ops/kv-cache.ts';
 import type { RopeTable } from '../kernels/ops/rope.ts';
 import { KernelRecorder } from '../kernels/recorder.ts';
-import { downloadBytes, GpuTensor, uploadTensor } from '../kernels/tensor.ts';
+import { GpuTensor, startReadback, uploadTensor } from '../kernels/tensor.ts';
 import type {
   ActivationKind, AttentionOptions, Backend, BinaryOp, Conv2dOptions, KvCacheHandle, RopeSpec, T5BiasOptions, Tensor,
   TimestepOptions, VectorSlice, Weight,
@@ -207,12 +207,20 @@ export class GpuBackend implements Backend {
   }
 
   async download(t: Tensor): Promise<Float32Array> {
+    return (await this.startDownload(t))();
+  }
+
+  /** download in two halves: the read-back is queued when this resolves; the function waits for the values. */
+  async startDownload(t: Tensor): Promise<() => Promise<Float32Array>> {
     const a = this.#act(t, 'download');
     await this.flush();
-    const bytes = await downloadBytes(a.t);
-    const view = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
-    if (a.t.dtype === 'i32') return Float32Array.from(new Int32Array(view.buffer, view.byteOffset, view.byteLength / 4));
-    return new Float32Array(view.buffer, view.byteOffset, view.byteLength / 4);
+    const finish = await startReadback(a.t);
+    return async () => {
+      const bytes = await finish();
+      const view = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+      if (a.t.dtype === 'i32') return Float32Array.from(new Int32Array(view.buffer, view.byteOffset, view.byteLength / 4));
+      return new Float32Array(view.buffer, view.byteOffset, view.byteLength / 4);
+    };
   }
 
   reshape(t: Tensor, shape: readonly number[]): Tensor {
@@ -390,16 +398,13 @@ export class GpuBackend implements Backend {
     const shape = [...xt.shape];
     shape[ax] = length;
     if (outer === 1) {
-      const out = await this.#empty(shape);
+      const out = await this.#empty(shape, xt.dtype === 'i32' ? 'i32' : 'f32');
       await ops.copyBytes(this.rec, xt, start * inner * 4, out, 0, length * inner * 4);
       return this.#wrap(out);
     }
-    // Bring the axis to the front, where the slice is one contiguous range, and back.
-    const perm = [ax, ...xt.shape.map((_, i) => i).filter((i) => i !== ax)];
-    const front = await this.permute(x, perm);
-    const cut = await this.slice(front, 0, start, length);
-    const inverse = perm.map((_, i) => perm.indexOf(i));
-    return this.permute(cut, inverse);
+    const out = await this.#empty(shape, xt.dtype === 'i32' ? 'i32' : 'f32');
+    await ops.sliceAlong(this.rec, xt, out, ax, start);
+    return this.#wrap(out);
   }
 
   async permute(x: Tensor, perm: readonly number[]): Promise<Tensor> {

@@ -216,15 +216,32 @@ export class Scheduler {
         if (stream && steps[i + 1]?.block !== step.block) this.staging(device).release(stream.placement.name);
       }
       this.#streamOrder = order;
-      if (prestageNext) stats.aheadBytes = (stats.aheadBytes ?? 0) + await this.prestage();
-      const result = new Map<string, HostTensor>();
+      // Outputs' read-backs are queued first, then the next pass's first weight copies: the
+      // read-back waits only for this pass's work.
+      const reads = new Map<string, HostTensor | { finish: () => Promise<Float32Array>; shape: number[] }>();
       for (const name of outputs) {
         const copies = state.get(name);
         if (!copies) throw new ModelGraphError(`the model did not produce output "${name}"`);
         const [from, t] = copies.entries().next().value as [string, Tensor | HostTensor];
-        if (from === 'host') result.set(name, t as HostTensor);
-        else result.set(name, { data: await (await this.backendOf(from)).download(t as Tensor), shape: [...(t as Tensor).shape] });
+        if (from === 'host') {
+          reads.set(name, t as HostTensor);
+          continue;
+        }
+        const backend = await this.backendOf(from);
+        const shape = [...(t as Tensor).shape];
+        reads.set(name, backend instanceof GpuBackend
+          ? { finish: await backend.startDownload(t as Tensor), shape }
+          : { data: await backend.download(t as Tensor), shape });
       }
+      try {
+        if (prestageNext) stats.aheadBytes = (stats.aheadBytes ?? 0) + await this.prestage();
+      } catch (error) {
+        // The read-backs' buffers are freed when they finish.
+        await Promise.allSettled([...reads.values()].map((r) => ('finish' in r ? r.finish() : null)));
+        throw error;
+      }
+      const result = new Map<string, HostTensor>();
+      for (const [name, r] of reads) result.set(name, 'finish' in r ? { data: await r.finish(), shape: r.shape } : r);
       return result;
     } finally {
       for (const b of used) if (b instanceof GpuBackend) await b.collect([]);

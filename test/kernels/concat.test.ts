@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { overrideKernelLimits } from '../../src/kernels/limits.ts';
-import { concat } from '../../src/kernels/ops/concat.ts';
+import { concat, sliceAlong } from '../../src/kernels/ops/concat.ts';
 import { KernelRecorder } from '../../src/kernels/recorder.ts';
 import { concatReference } from '../../src/kernels/reference/concat.ts';
 import { downloadBytes, emptyTensor, uploadTensor, type GpuTensor } from '../../src/kernels/tensor.ts';
@@ -73,5 +73,34 @@ describe('concat', () => {
     } finally {
       overrideKernelLimits(t.gpu, {});
     }
+  });
+
+  it('sliceAlong undoes concat: every input back from the concatenation, bits exact, any axis; bad slices are refused', async () => {
+    await fc.assert(fc.asyncProperty(
+      fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 4 }).chain((shape) => fc.tuple(
+        fc.constant(shape), fc.integer({ min: 0, max: shape.length - 1 }), fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 3 }),
+      )),
+      fc.integer({ min: 0, max: 1e6 }),
+      async ([shape, axis, sizes], seed) => {
+        const shapes = sizes.map((s) => shape.map((d, k) => (k === axis ? s : d)));
+        const datas = shapes.map((sh, i) => words(sh.reduce((a, b) => a * b, 1), seed + i));
+        const whole = concatReference(datas.map((data, i) => ({ data, shape: shapes[i]! })), axis);
+        const x = await upload(whole, shape.map((d, k) => (k === axis ? sizes.reduce((a, b) => a + b, 0) : d)), 'i32');
+        const outs = await Promise.all(shapes.map((sh) => emptyTensor(t.gpu, sh, 'i32')));
+        try {
+          const rec = new KernelRecorder(t.gpu);
+          let start = 0;
+          for (const [i, out] of outs.entries()) {
+            await sliceAlong(rec, x, out, axis - shape.length, start);
+            start += sizes[i]!;
+          }
+          await rec.submit();
+          for (const [i, out] of outs.entries()) expect(await readWords(out), `part ${i} along ${axis}`).toEqual(datas[i]);
+          await expect(sliceAlong(rec, x, outs[0]!, axis, start)).rejects.toThrow(/is not a slice of x/);
+        } finally {
+          for (const r of [x, ...outs]) r.destroy();
+        }
+      },
+    ), { numRuns: 12 });
   });
 });

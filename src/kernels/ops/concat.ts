@@ -39,7 +39,7 @@ export async function concat(rec: KernelRecorder, inputs: readonly GpuTensor[], 
   checkBindable(op, rec, out, ...inputs);
   const inner = out.shape.slice(ax + 1).reduce((a, b) => a * b, 1);
   const outRow = out.shape[ax]! * inner;
-  const pipeline = await rec.pipeline('concat', { ...defines, WORKGROUP_SIZE });
+  const pipeline = await rec.pipeline('concat', { ...defines, SLICE: false, WORKGROUP_SIZE });
   let offset = 0;
   for (const t of inputs) {
     const n = t.elements;
@@ -47,4 +47,27 @@ export async function concat(rec: KernelRecorder, inputs: readonly GpuTensor[], 
     if (n > 0) rec.dispatch(pipeline, [t.buffer, out.buffer], new Uniforms(4).u32(n, inRow, outRow, offset).bytes, groupsFor(n), `${op} ${out.dtype}`);
     offset += inRow;
   }
+}
+
+/**
+ * The inverse of one concat input: out = x[..., start : start + out.shape[axis], ...] along
+ * `axis` (negative counts from the end); one dispatch, whatever the axis.
+ */
+export async function sliceAlong(rec: KernelRecorder, x: GpuTensor, out: GpuTensor, axis: number, start: number): Promise<void> {
+  const op = 'slice';
+  const rank = x.shape.length;
+  const ax = axis < 0 ? axis + rank : axis;
+  if (!Number.isInteger(ax) || ax < 0 || ax >= rank) throw new RangeError(`${op}: axis ${axis} is outside a rank-${rank} tensor`);
+  if (out.dtype !== x.dtype) throw new RangeError(`${op}: out is ${out.dtype}, x is ${x.dtype}`);
+  const length = out.shape[ax] ?? 0;
+  if (out.shape.length !== rank || out.shape.some((d, k) => k !== ax && d !== x.shape[k]) || !Number.isInteger(start) || start < 0 || start + length > x.shape[ax]!) {
+    throw new RangeError(`${op}: out [${out.shape.join(', ')}] is not a slice of x [${x.shape.join(', ')}] from ${start} along axis ${ax}`);
+  }
+  const defines = layoutElement(op, rec, x.dtype);
+  checkBindable(op, rec, x, out);
+  const inner = x.shape.slice(ax + 1).reduce((a, b) => a * b, 1);
+  const n = out.elements;
+  if (n === 0) return;
+  const pipeline = await rec.pipeline('concat', { ...defines, SLICE: true, WORKGROUP_SIZE });
+  rec.dispatch(pipeline, [x.buffer, out.buffer], new Uniforms(4).u32(n, x.shape[ax]! * inner, length * inner, start * inner).bytes, groupsFor(n), `${op} ${x.dtype}`);
 }

@@ -10,7 +10,7 @@ export { rmsNorm, type RmsNormOptions } from './rms-norm.ts';
 export { layerNorm, type LayerNormOptions } from './layer-norm.ts';
 export { groupNorm, type GroupNormOptions } from './group-norm.ts';
 export { activation, gatedMlp, gatedMlpFused, swiglu, geglu, ACTIVATIONS, type ActivationKind } from './activation.ts';
-export { concat } from './concat.ts';
+export { concat, sliceAlong } from './concat.ts';
 export { permute, transpose, permutePlan } from './transpose.ts';
 export { copy, copyBytes } from './copy.ts';
 export { conv2d, conv2dOutputShape, type Conv2dOptions, type Conv2dPadding } from './conv2d.ts';
