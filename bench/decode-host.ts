@@ -24,6 +24,9 @@ const { values: args } = parseArgs({
     hidden: { type: 'string', default: '256' },
     tokens: { type: 'string', default: '24' },
     alloc: { type: 'string', default: 'gpu:0,*' },
+    mode: { type: 'string', default: 'stream' },
+    /** Adapter names to open, ';'-separated (e.g. the same one twice: two GPUs for a pipeline). */
+    adapters: { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -74,11 +77,11 @@ writeFileSync(join(dir, 'config.json'), JSON.stringify({
   rope_parameters: { rope_theta: 500000, rope_type: 'default' }, tie_word_embeddings: false, hidden_act: 'silu',
 }));
 
-const devices = await openDevices({ dawnFlags: BENCH_DAWN_FLAGS });
+const devices = await openDevices({ dawnFlags: BENCH_DAWN_FLAGS, ...(args.adapters ? { adapters: args.adapters.split(';') } : {}) });
 const tokens = Number(args.tokens);
 try {
   const weights = await openWeights(dir);
-  const model = await loadModel(devices, weights, { allocation: args.alloc!, mode: 'stream' });
+  const model = await loadModel(devices, weights, { allocation: args.alloc!, mode: args.mode as 'stream' | 'pipeline' });
   const prompt = [1, 2, 3, 4, 5, 6, 7, 8];
   await model.generate(prompt, 4); // compiles every pipeline
   const g = await model.generate(prompt, tokens);
