@@ -1,6 +1,9 @@
 /**
  * MultiGPU-Web: one API for Node, Deno and the browser.
  */
+// Kept in the emitted index.d.ts: the public types use WebGPU's (GPUDevice, GPUBuffer) and Symbol.asyncDispose.
+/// <reference types="@webgpu/types" preserve="true" />
+/// <reference lib="esnext.disposable" preserve="true" />
 export { MultiGpuError, UsageError } from './errors.ts';
 export * from './devices/index.ts';
 export { parseByteSize, formatBytes, InvalidByteSizeError } from './allocation/bytes.ts';
