@@ -7,6 +7,7 @@
  * weights are the model's tensors as loaded onto the device (in their stored dtype where the
  * kernels read it, e.g. GGUF blocks for linear weights).
  */
+import { RuntimeShapeError } from './shapes.ts';
 
 /** An activation on one device. Row-major; `shape` may be a view (reshape) of shared storage. */
 export interface Tensor {
@@ -141,4 +142,17 @@ export interface Backend {
   /** relative_attention_bias.weight [numBuckets, H] → attention's relativeBias [H, Lq + Lk − 1]. */
   t5Bias(weight: Weight, heads: number, lq: number, lk: number, o: T5BiasOptions): Promise<Tensor>;
   kvCache(batch: number, capacity: number, kvHeads: number, headDim: number): Promise<KvCacheHandle>;
+}
+
+/** A tensor cut along its last axis into parts of these widths (the unfused path of linearParts). */
+export async function splitLastAxis(b: Backend, x: Tensor, widths: readonly number[], what: string): Promise<Tensor[]> {
+  const n = x.shape[x.shape.length - 1]!;
+  if (widths.reduce((a, w) => a + w, 0) !== n) throw new RuntimeShapeError(`linearParts: widths ${widths.join(' + ')} do not add up to ${what}'s ${n} rows`);
+  const parts: Tensor[] = [];
+  let at = 0;
+  for (const width of widths) {
+    parts.push(await b.slice(x, -1, at, width));
+    at += width;
+  }
+  return parts;
 }

@@ -3,6 +3,7 @@ import type {
   ActivationKind, AttentionOptions, Backend, BinaryOp, Conv2dOptions, KvCacheHandle, RopeSpec, T5BiasOptions, Tensor,
   TimestepOptions, VectorSlice, Weight,
 } from './backend.ts';
+import { splitLastAxis } from './backend.ts';
 import { broadcastShape, checkSlice, elementsOf, normalizeAxis, RuntimeShapeError } from './shapes.ts';
 
 /** An activation in host memory (the CPU device's kernels copy it into WebAssembly memory per op). */
@@ -132,16 +133,7 @@ export class CpuBackend implements Backend {
   }
 
   async linearParts(x: Tensor, w: Weight, bias: Weight | null, widths: readonly number[]): Promise<Tensor[]> {
-    const full = await this.#linear(x, w, bias);
-    const n = full.shape[full.shape.length - 1]!;
-    if (widths.reduce((a, b) => a + b, 0) !== n) throw new RuntimeShapeError(`linearParts: widths ${widths.join(' + ')} do not add up to ${w.name}'s ${n} rows`);
-    const parts: Tensor[] = [];
-    let at = 0;
-    for (const width of widths) {
-      parts.push(await this.slice(full, -1, at, width));
-      at += width;
-    }
-    return parts;
+    return splitLastAxis(this, await this.#linear(x, w, bias), widths, w.name);
   }
 
   async #linear(x: Tensor, w: Weight, bias?: Weight | null): Promise<Tensor> {

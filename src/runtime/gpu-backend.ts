@@ -8,6 +8,7 @@ import type {
   ActivationKind, AttentionOptions, Backend, BinaryOp, Conv2dOptions, KvCacheHandle, RopeSpec, T5BiasOptions, Tensor,
   TimestepOptions, VectorSlice, Weight,
 } from './backend.ts';
+import { splitLastAxis } from './backend.ts';
 import { broadcastShape, checkSlice, elementsOf, normalizeAxis, RuntimeShapeError } from './shapes.ts';
 
 /** An activation on a GPU. */
@@ -254,12 +255,7 @@ export class GpuBackend implements Backend {
       return outs.map((o) => this.#wrap(o));
     }
     const full = await this.linear(x, w, bias);
-    const parts: Tensor[] = [];
-    let at = 0;
-    for (const n of widths) {
-      parts.push(await this.slice(full, -1, at, n));
-      at += n;
-    }
+    const parts = await splitLastAxis(this, full, widths, w.name);
     this.release(full);
     return parts;
   }

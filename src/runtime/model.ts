@@ -13,7 +13,7 @@ import { CpuBackend, CpuParam } from './cpu-backend.ts';
 import { GpuBackend, GpuWeight } from './gpu-backend.ts';
 import { canonicalIndex, cpuParamBytes, placeWeights, releasePlaced, type PlacedBlock } from './placement.ts';
 import { measuredCostModel } from './measure.ts';
-import { KvSession, Scheduler, type DeviceBackend, type RunStats } from './scheduler.ts';
+import { emptyRunStats, KvSession, Scheduler, type DeviceBackend, type RunStats } from './scheduler.ts';
 import { StagingArea } from './staging.ts';
 
 export interface LoadOptions {
@@ -149,7 +149,7 @@ export class LoadedModel {
         `name the tensors as the reference implementation's arguments: ${[...def.inputs, ...(def.optionalInputs ?? [])].join(', ')}`);
     }
     const start = performance.now();
-    const stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0, bindGroups: 0 };
+    const stats = emptyRunStats();
     const staged = () => [...this.#staging.values()].reduce((s, a) => s + a.copiedBytes, 0);
     const before = staged();
     const all = def.outputs(this.config, map);

@@ -169,24 +169,12 @@ async function filledBuffer(gpu: GpuDevice, label: string, byteLength: number, u
 
 /**
  * A tensor the GPU takes as stored, uncut: read from the file straight into the buffer's mapping
- * (no host copy; what makes a 16 GB load I/O-bound). Null when it needs a host-side form.
+ * (no host copy; what makes a 16 GB load I/O-bound); stacked parts one after another into one
+ * mapping. Null when it needs a host-side form (a cut, a transpose, a layout the kernels don't read).
  */
 async function directToGpu(gpu: GpuDevice, weights: WeightSet, name: string, c: CanonicalTensor, kind: string,
   usage: GPUBufferUsageFlags, account?: CpuDevice): Promise<{ storage: TrackedBuffer; dtype: GpuDtype; shape: readonly number[]; bytes: number } | null> {
-  if (c.parts) return directStacked(gpu, weights, name, c.parts, kind, usage, account);
-  if (c.rows || c.transpose) return null;
-  const src = weights.tensor(c.source);
-  const stored = GPU_STORED[src.dtype.toUpperCase()];
-  if (!src.readRawInto || !stored) return null;
-  const k = src.shape[src.shape.length - 1] ?? 1;
-  if (!(roleOf(kind, src.shape) === 'matrix' || PLAIN.has(stored)) || k % GPU_DTYPE_LAYOUT[stored].blockElements !== 0) return null;
-  const storage = await filledBuffer(gpu, name, src.byteLength, usage, (view) => src.readRawInto!(view), account);
-  return { storage, dtype: stored, shape: src.shape, bytes: src.byteLength };
-}
-
-/** Stacked parts read from the file one after another into one mapping, when each could go direct. */
-async function directStacked(gpu: GpuDevice, weights: WeightSet, name: string, parts: readonly CanonicalTensor[], kind: string,
-  usage: GPUBufferUsageFlags, account?: CpuDevice): Promise<{ storage: TrackedBuffer; dtype: GpuDtype; shape: readonly number[]; bytes: number } | null> {
+  const parts = c.parts ?? [c];
   if (parts.some((p) => p.rows || p.transpose || p.parts)) return null;
   const srcs = parts.map((p) => weights.tensor(p.source));
   const first = srcs[0]!;
@@ -202,7 +190,8 @@ async function directStacked(gpu: GpuDevice, weights: WeightSet, name: string, p
       at += t.byteLength;
     }
   }, account);
-  return { storage, dtype: stored, shape: [srcs.reduce((n, t) => n + (t.shape[0] ?? 1), 0), ...first.shape.slice(1)], bytes };
+  const shape = srcs.length === 1 ? first.shape : [srcs.reduce((n, t) => n + (t.shape[0] ?? 1), 0), ...first.shape.slice(1)];
+  return { storage, dtype: stored, shape, bytes };
 }
 
 const DEVICE_USAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;

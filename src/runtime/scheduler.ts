@@ -14,6 +14,10 @@ export class ModelGraphError extends MultiGpuError {
   }
 }
 
+export function emptyRunStats(): RunStats {
+  return { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0, bindGroups: 0 };
+}
+
 /** Streamed blocks staged ahead of the one running. */
 export const PREFETCH = 2;
 
@@ -98,7 +102,7 @@ export class Scheduler {
    * copies are queued before this pass's outputs are read back (see prestage).
    */
   async run(steps: readonly Step[], inputs: ReadonlyMap<string, HostTensor>, outputs: readonly string[], session?: KvSession,
-    stats: RunStats = { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0, bindGroups: 0 }, prestageNext = false): Promise<Map<string, HostTensor>> {
+    stats: RunStats = emptyRunStats(), prestageNext = false): Promise<Map<string, HostTensor>> {
     // name → its copies, by device ('host' for inputs)
     const state = new Map<string, Map<string, Tensor | HostTensor>>();
     for (const [name, t] of inputs) state.set(name, new Map([['host', t]]));
