@@ -90,11 +90,14 @@ try {
   const result = {
     device: devices.gpus[0]?.adapterName ?? 'none', layers, hidden, tokens,
     msPerToken: per(g.ms.decode), recordMsPerToken: per(g.decodeHostMs.record), submitMsPerToken: per(g.decodeHostMs.submit),
-    dispatchesPerToken: g.decodeHostMs.dispatches / steps, bindGroupsPerToken: g.decodeHostMs.bindGroups / steps,
+    hopMsPerToken: per(g.decodeHostMs.hop), dispatchesPerToken: g.decodeHostMs.dispatches / steps,
+    submitsPerToken: g.decodeHostMs.submits / steps, bindGroupsPerToken: g.decodeHostMs.bindGroups / steps,
+    alloc: args.alloc, mode: args.mode, gpus: devices.gpus.map((d) => d.adapterName),
   };
   const hostShare = (result.recordMsPerToken + result.submitMsPerToken) / result.msPerToken;
   console.log(`${result.device}: ${layers} layers, hidden ${hidden}: ${result.msPerToken.toFixed(2)} ms a token; host recording ${result.recordMsPerToken.toFixed(2)} ms, `
-    + `encoding+submitting ${result.submitMsPerToken.toFixed(2)} ms (${(hostShare * 100).toFixed(0)}% of the token), ${result.dispatchesPerToken.toFixed(0)} dispatches, ${result.bindGroupsPerToken.toFixed(0)} bind groups made `
+    + `encoding+submitting ${result.submitMsPerToken.toFixed(2)} ms (${(hostShare * 100).toFixed(0)}% of the token), waiting for hops ${result.hopMsPerToken.toFixed(2)} ms, `
+    + `${result.dispatchesPerToken.toFixed(0)} dispatches in ${result.submitsPerToken.toFixed(0)} submits, ${result.bindGroupsPerToken.toFixed(0)} bind groups made `
     + `(${((result.recordMsPerToken + result.submitMsPerToken) * 1000 / result.dispatchesPerToken).toFixed(1)} µs each)`);
   const kernels = await decodeKernelProfile(model, prompt);
   if (kernels.length > 0) {

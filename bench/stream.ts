@@ -44,6 +44,8 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean', default: false },
     /** Stream mode's prefetch depths to run (comma-separated; default the library's). */
     prefetch: { type: 'string' },
+    /** two-gpu: generate runs alternating between one GPU and two (the host's speed drifts between runs and machines). */
+    rounds: { type: 'string', default: '5' },
   },
 });
 const log = (line: string) => console.log(line);
@@ -128,6 +130,75 @@ async function overlap(gpu: GpuDevice): Promise<{ copyMs: number; computeMs: num
   }
 }
 
+/** max |got − ref| / max |ref| over the prompt's last-position logits. */
+function logitsError(got: Float32Array, ref: Float32Array): number {
+  let maxRef = 0;
+  let maxErr = 0;
+  for (let i = 0; i < ref.length; i++) {
+    maxRef = Math.max(maxRef, Math.abs(ref[i]!));
+    maxErr = Math.max(maxErr, Math.abs(got[i]! - ref[i]!));
+  }
+  return maxErr / maxRef;
+}
+
+const checkLine = (g: { tokens: number[] }, err: number, refTokens: number[] | null) => {
+  const same = refTokens ? g.tokens.slice(0, refTokens.length).filter((t, i) => t === refTokens[i]).length : 0;
+  return `prompt logits max|err|/max|ref| ${err.toExponential(2)} (f32 reference); greedy ${same}/${Math.min(refTokens?.length ?? 0, tokens)} tokens equal`;
+};
+
+const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * The 2-GPU pipeline against one GPU, both loaded at once and decoded in alternation, `rounds`
+ * times each: the host's speed drifts from run to run (on one H200 machine the same process
+ * decoded the narrow model at 14.5 or 23.5 ms a token), so the ratio is of medians over
+ * interleaved runs, never of two runs minutes apart.
+ */
+async function compareTwoGpus(set: Awaited<ReturnType<typeof openDevices>>, weights: Awaited<ReturnType<typeof openWeights>>, prompt: number[],
+  refLogits: Float32Array | null, refTokens: number[] | null, rounds: number): Promise<{ row: BenchRow; checks: string[]; run: Record<string, unknown> }> {
+  const checks: string[] = [];
+  // With declared capacities too small for one GPU (--memory), the two GPUs run alone.
+  const one = await loadModel(set, weights, { allocation: 'gpu:0,*', mode: 'stream' }).catch((error: Error) => {
+    checks.push(`one GPU: ${error.name}: ${error.message.split('\n')[0]}`);
+    log(checks.at(-1)!);
+    return null;
+  });
+  const two = await loadModel(set, weights, { allocation: 'gpu:0,50%;gpu:1,*', mode: 'pipeline' });
+  try {
+    const models = { one, two };
+    const rates: Record<'one' | 'two', number[]> = { one: [], two: [] };
+    const host: Record<'one' | 'two', Array<Record<string, number>>> = { one: [], two: [] };
+    for (const m of Object.values(models)) await m?.generate(prompt, 3);
+    for (let r = 0; r < rounds; r++) {
+      for (const key of ['one', 'two'] as const) {
+        const model = models[key];
+        if (!model) continue;
+        const g = await model.generate(prompt, tokens);
+        const steps = tokens - 1;
+        rates[key].push(steps / (g.ms.decode / 1000));
+        host[key].push(Object.fromEntries(Object.entries(g.decodeHostMs).map(([k, v]) => [k, v / steps])));
+        if (r === 0 && refLogits) {
+          checks.push(`${key === 'one' ? 'one GPU' : 'two GPUs, pipeline'}: ${checkLine(g, logitsError(g.stepLogits[0]!, refLogits), refTokens)}`);
+          log(checks.at(-1)!);
+        }
+      }
+      log(`round ${r + 1}: one GPU ${rates.one.at(-1)?.toFixed(2) ?? '-'} tok/s, two GPUs ${rates.two.at(-1)!.toFixed(2)} tok/s; per token two GPUs: `
+        + Object.entries(host.two.at(-1)!).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', '));
+    }
+    const oneTokS = one ? median(rates.one) : null;
+    const twoTokS = median(rates.two);
+    return {
+      row: row(`decode, two GPUs (gpu:0,50%;gpu:1,* pipeline) vs all on gpu:0, medians of ${rounds} alternating runs`, twoTokS, oneTokS, 'tokens/s'),
+      checks,
+      run: { label: 'two GPUs vs one, interleaved', rounds, tokens, oneTokS: rates.one, twoTokS: rates.two, perTokenHostMs: host, ratioOfMedians: oneTokS ? twoTokS / oneTokS : null,
+        roundRatios: one ? rates.two.map((t, i) => t / rates.one[i]!) : null },
+    };
+  } finally {
+    await two.unload();
+    await one?.unload();
+  }
+}
+
 async function main(): Promise<void> {
   const set = await openDevices({ dawnFlags: BENCH_DAWN_FLAGS, memory: args.memory });
   const started = performance.now();
@@ -160,7 +231,6 @@ async function main(): Promise<void> {
     const depths = args.prefetch ? args.prefetch.split(',').map(Number) : [undefined];
     const configs: Array<{ label: string; allocation: string; mode: ExecutionMode; split: number; prefetch?: number; hostVisibleBudget?: number }> = [
       ...(wanted.has('resident') ? [{ label: 'resident', allocation: 'gpu:0,*', mode: 'stream' as const, split: 0 }] : []),
-      ...(wanted.has('two-gpu') && set.gpus.length >= 2 ? [{ label: 'two GPUs, pipeline', allocation: 'gpu:0,50%;gpu:1,*', mode: 'pipeline' as const, split: -1 }] : []),
       ...(wanted.has('splits') ? splits.flatMap((s) => modes.flatMap((mode) => (mode === 'pipeline' ? [undefined] : depths).map((prefetch) => ({
         label: `${mode} ${s * 100}% on cpu${prefetch ? `, prefetch ${prefetch}` : ''}`, allocation: `gpu:0,${Math.round((1 - s) * 100)}%;cpu,*`, mode, split: s, prefetch,
       })))) : []),
@@ -197,25 +267,13 @@ async function main(): Promise<void> {
           const streamGBps = perToken > 0 ? perToken / (g.ms.decode / 1000 / (tokens - 1)) / 1e9 : null;
           let err: number | null = null;
           if (refLogits) {
-            const got = g.stepLogits[0]!;
-            let maxRef = 0;
-            let maxErr = 0;
-            for (let i = 0; i < refLogits.length; i++) {
-              maxRef = Math.max(maxRef, Math.abs(refLogits[i]!));
-              maxErr = Math.max(maxErr, Math.abs(got[i]! - refLogits[i]!));
-            }
-            err = maxErr / maxRef;
-            const same = refTokens ? g.tokens.slice(0, refTokens.length).filter((t, i) => t === refTokens![i]).length : 0;
-            checks.push(`${c.label}: prompt logits max|err|/max|ref| ${err.toExponential(2)} (f32 reference); greedy ${same}/${Math.min(refTokens?.length ?? 0, tokens)} tokens equal`);
+            err = logitsError(g.stepLogits[0]!, refLogits);
+            checks.push(`${c.label}: ${checkLine(g, err, refTokens)}`);
             log(checks.at(-1)!);
           }
           if (c.split === 0) residentTokS = decodeTokS;
-          if (c.split === -1) {
-            rows.push(row(`decode, ${c.label} vs all on gpu:0 (ours, same run)`, decodeTokS, residentTokS || null, 'tokens/s'));
-          } else {
-            const base = c.split === 0 ? torch.torch_resident?.decode_tok_s ?? null : torch.accelerate_offload?.[String(c.split)]?.decode_tok_s ?? null;
-            rows.push(row(`decode, ${c.label} (${onCpu} blocks on cpu: ${JSON.stringify(how)}) vs ${c.split === 0 ? 'transformers eager bf16' : 'accelerate cpu offload'}`, decodeTokS, base, 'tokens/s'));
-          }
+          const base = c.split === 0 ? torch.torch_resident?.decode_tok_s ?? null : torch.accelerate_offload?.[String(c.split)]?.decode_tok_s ?? null;
+          rows.push(row(`decode, ${c.label} (${onCpu} blocks on cpu: ${JSON.stringify(how)}) vs ${c.split === 0 ? 'transformers eager bf16' : 'accelerate cpu offload'}`, decodeTokS, base, 'tokens/s'));
           if (streamGBps !== null) rows.push(row(`effective streaming, ${c.label} vs PyTorch pinned copy`, streamGBps, torch.pinned_h2d_GBps ?? null, 'GB/s'));
           runs.push({ ...c, kernels: undefined as unknown, loadS, prefillMs: g.ms.prefill, decodeTokS, decodeHostMs: g.decodeHostMs, streamedPerToken: perToken, streamGBps, logitsErr: err, tokens: g.tokens, blocksOnCpu: onCpu, exec: how, vsResident: residentTokS ? decodeTokS / residentTokS : null });
           const perTok = (x: number) => (x / Math.max(1, tokens - 1)).toFixed(2);
@@ -229,6 +287,12 @@ async function main(): Promise<void> {
         } finally {
           await model.unload();
         }
+      }
+      if (wanted.has('two-gpu') && set.gpus.length >= 2) {
+        const two = await compareTwoGpus(set, weights, prompt, refLogits, refTokens, Number(args.rounds));
+        rows.push(two.row);
+        checks.push(...two.checks);
+        runs.push(two.run);
       }
     } finally {
       await weights.close();

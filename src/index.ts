@@ -34,7 +34,7 @@ export { blockMapOf, MODEL_FAMILIES } from './models/registry.ts';
 export { UnknownModelError, UnmappedTensorsError, type Block, type BlockMap, type ModelFamily } from './models/blocks.ts';
 export * from './cpu/index.ts';
 export { loadTokenizer, tokenizerFromFolder, TokenizerError, type TextTokenizer, type DecodeStream, type DecodeOptions } from './text/tokenizer.ts';
-export { loadModel, LoadedModel, ModelInputError, type LoadOptions, type ForwardResult, type GenerateResult } from './runtime/model.ts';
+export { loadModel, LoadedModel, ModelInputError, type LoadOptions, type ForwardResult, type GenerateResult, type DecodeHostCost } from './runtime/model.ts';
 export { ModelGraphError, type RunStats } from './runtime/scheduler.ts';
 export { RuntimeShapeError } from './runtime/shapes.ts';
 export type { Backend, Tensor, Weight, RopeSpec, AttentionOptions as BackendAttentionOptions, KvCacheHandle } from './runtime/backend.ts';

@@ -18,6 +18,8 @@ interface Recorded {
 }
 
 const UNIFORM_ALIGN = 256;
+/** Uniform bytes a pass may lay out before starting over at the top of the kept buffer (a decoding step uses ~90 KiB). */
+const UNIFORM_PASS_CAP = 4 * 1024 * 1024;
 
 /** getBindGroupLayout makes a new object on every call; a pipeline's layout never changes. */
 const layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
@@ -62,6 +64,14 @@ export class KernelRecorder {
   #uniformBuffer: TrackedBuffer | null = null;
   readonly #reuseUniforms: boolean;
   /**
+   * reuseUniforms: where the next submit's uniforms go in the kept buffer. Submits of one pass
+   * follow each other in it and rewind() starts the next pass at the top, so a dispatch's
+   * uniform offset depends on its place in the pass, not on how the pass was cut into submits
+   * (the runtime holds a step's work back while it waits for another device's values), and
+   * its bind group is found again token after token.
+   */
+  #uniformBase = 0;
+  /**
    * Bind groups by pipeline and bound ranges: a decoding step binds the same pooled activation
    * buffers, weights and uniform offsets token after token, and creating a bind group is the
    * largest host cost of a dispatch. Only with reuseUniforms (otherwise the uniform buffer is new
@@ -83,10 +93,24 @@ export class KernelRecorder {
     return this.#recorded.length;
   }
 
+  /** A pass starts: its uniforms are laid out from the top of the kept buffer again (see #uniformBase). */
+  rewind(): void {
+    this.#uniformBase = 0;
+  }
+
+  /** Drops what was recorded and not submitted (the values it would read never came). */
+  discard(): void {
+    this.#recorded = [];
+    this.#uniforms = [];
+    this.#uniformBytes = 0;
+  }
+
   /** Dispatches submitted over the recorder's life (the runtime reports them per step). */
   dispatched = 0;
   /** Bind groups it had to create (cache misses): a steady decode step should make none. */
   bindGroupsMade = 0;
+  /** Command buffers submitted. */
+  submits = 0;
 
   /**
    * `groups` beyond one dimension's limit are spread over x and y (kernels rebuild the linear
@@ -125,8 +149,11 @@ export class KernelRecorder {
     this.#uniformBytes = 0;
     if (recorded.length === 0) return;
     this.dispatched += recorded.length;
+    this.submits++;
     const device = this.gpu.device;
     const uniformBuffer = total > 0 ? await this.#uniformsFor(total) : null;
+    const base = this.#reuseUniforms ? this.#uniformBase : 0;
+    if (this.#reuseUniforms) this.#uniformBase += total;
     const profile = profilingOn(this.gpu) ? await SubmitProfile.create(this.gpu, recorded.slice(0, MAX_PROFILED_DISPATCHES).map((r) => r.label)) : null;
     // From here to queue.submit nothing awaits: the uniform write and the dispatches that read it
     // reach the queue together, after every earlier submit (which read the buffer's old contents).
@@ -135,20 +162,20 @@ export class KernelRecorder {
         const staging = new Uint8Array(total);
         let i = 0;
         for (const r of recorded) if (r.uniformOffset !== null) staging.set(uniforms[i++]!, r.uniformOffset);
-        device.queue.writeBuffer(uniformBuffer.buffer, 0, staging);
+        device.queue.writeBuffer(uniformBuffer.buffer, base, staging);
       }
       const encoder = device.createCommandEncoder({ label: 'kernels' });
       if (profile) {
         // One pass per dispatch, timed at its ends.
         recorded.forEach((r, i) => {
           const pass = encoder.beginComputePass({ label: r.label, ...(i < profile.labels.length ? { timestampWrites: profile.writes(i) } : {}) });
-          this.#encode(pass, r, uniformBuffer);
+          this.#encode(pass, r, uniformBuffer, base);
           pass.end();
         });
         profile.encodeResolve(encoder);
       } else {
         const pass = encoder.beginComputePass({ label: 'kernels' });
-        for (const r of recorded) this.#encode(pass, r, uniformBuffer);
+        for (const r of recorded) this.#encode(pass, r, uniformBuffer, base);
         pass.end();
       }
       device.queue.submit([encoder.finish()]);
@@ -159,19 +186,19 @@ export class KernelRecorder {
     if (options.wait ?? true) await device.queue.onSubmittedWorkDone();
   }
 
-  #encode(pass: GPUComputePassEncoder, r: Recorded, uniformBuffer: TrackedBuffer | null): void {
+  #encode(pass: GPUComputePassEncoder, r: Recorded, uniformBuffer: TrackedBuffer | null, base: number): void {
     pass.setPipeline(r.pipeline);
-    pass.setBindGroup(0, this.#bindGroup(r, uniformBuffer));
+    pass.setBindGroup(0, this.#bindGroup(r, uniformBuffer, base));
     pass.dispatchWorkgroups(r.groups[0], r.groups[1], r.groups[2]);
   }
 
-  #bindGroup(r: Recorded, uniformBuffer: TrackedBuffer | null): GPUBindGroup {
+  #bindGroup(r: Recorded, uniformBuffer: TrackedBuffer | null, base: number): GPUBindGroup {
     const entries: GPUBindGroupEntry[] = r.bindings.map((b, binding) => ({
       binding,
       // A GPUBuffer has no `buffer` property; a range does.
       resource: 'buffer' in b ? { buffer: b.buffer, offset: b.offset ?? 0, size: b.size } : { buffer: b },
     }));
-    if (r.uniformOffset !== null) entries.push({ binding: r.bindings.length, resource: { buffer: uniformBuffer!.buffer, offset: r.uniformOffset, size: r.uniformBytes } });
+    if (r.uniformOffset !== null) entries.push({ binding: r.bindings.length, resource: { buffer: uniformBuffer!.buffer, offset: base + r.uniformOffset, size: r.uniformBytes } });
     const make = () => this.gpu.device.createBindGroup({ label: r.label, layout: layoutOf(r.pipeline), entries });
     if (!this.#reuseUniforms) return make();
     let key = `${idOf(r.pipeline)}`;
@@ -189,16 +216,24 @@ export class KernelRecorder {
     return group;
   }
 
+  /** The buffer for a submit's `bytes` of uniforms; with reuseUniforms, room for them at #uniformBase. */
   async #uniformsFor(bytes: number): Promise<TrackedBuffer> {
     const usage = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
     if (!this.#reuseUniforms) return this.gpu.createBuffer({ label: 'kernel uniforms', size: bytes, usage });
     const have = this.#uniformBuffer;
-    if (have && have.bytes >= bytes) return have;
+    const end = this.#uniformBase + bytes;
+    if (have && have.bytes >= end) return have;
+    // A pass longer than the cap starts over at the top: queue writes are ordered after the
+    // submits that read the old contents, so any offset is safe; only the cache misses.
+    if (end > UNIFORM_PASS_CAP && this.#uniformBase > 0) {
+      this.#uniformBase = 0;
+      if (have && have.bytes >= bytes) return have;
+    }
     // Dispatches already submitted keep the old one alive until they complete.
     have?.destroy();
     this.#uniformBuffer = null;
     this.#bindGroups.clear();
-    this.#uniformBuffer = await this.gpu.createBuffer({ label: 'kernel uniforms', size: Math.max(64 * 1024, 2 ** Math.ceil(Math.log2(bytes))), usage });
+    this.#uniformBuffer = await this.gpu.createBuffer({ label: 'kernel uniforms', size: Math.max(64 * 1024, 2 ** Math.ceil(Math.log2(this.#uniformBase + bytes))), usage });
     return this.#uniformBuffer;
   }
 

@@ -11,6 +11,28 @@ import type {
 import { splitLastAxis } from './backend.ts';
 import { broadcastShape, checkSlice, elementsOf, normalizeAxis, RuntimeShapeError } from './shapes.ts';
 
+interface PendingFill {
+  readonly storage: TrackedBuffer;
+  data: Float32Array | Int32Array | null;
+  error: unknown;
+  settled: boolean;
+  readonly ready: Promise<void>;
+}
+
+/** One turn of the event loop: lets WebGPU deliver finished read-backs (Dawn's node binding polls from setImmediate). */
+function yieldToEventLoop(): Promise<void> {
+  const g = globalThis as { setImmediate?: (f: () => void) => void };
+  if (g.setImmediate) return new Promise((resolve) => g.setImmediate!(resolve));
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      resolve();
+    };
+    channel.port2.postMessage(null);
+  });
+}
+
 /** An activation on a GPU. */
 export class GpuActivation implements Tensor {
   readonly device: string;
@@ -72,6 +94,10 @@ export class GpuBackend implements Backend {
    * a pass in steady state (decoding) allocates nothing. Freed by close().
    */
   #pool = new Map<number, TrackedBuffer[]>();
+  /** Pooled buffers freed while dispatches reading them were recorded but not submitted: no queue writes into them until then. */
+  #freedUnsubmitted = new Set<TrackedBuffer>();
+  /** Values from other devices, written before the next submit (uploadLater). */
+  #fills: PendingFill[] = [];
   #serial = new WeakMap<TrackedBuffer, number>();
   #nextSerial = 0;
   #ropeTables = new WeakMap<Float32Array, RopeTable>();
@@ -88,14 +114,41 @@ export class GpuBackend implements Backend {
     return (this.#rec ??= new KernelRecorder(this.gpu, { reuseUniforms: true }));
   }
 
+  /**
+   * Submits what was recorded. Values still on their way from another device (uploadLater) are
+   * waited for and written first: their writes must reach the queue before the work reading them.
+   */
   async flush(): Promise<void> {
+    if (this.#fills.length > 0) {
+      const t0 = performance.now();
+      await Promise.all(this.#fills.map((f) => f.ready));
+      this.fillWaitMs += performance.now() - t0;
+      this.#writeFills();
+    }
     const rec = this.#rec;
     if (rec && rec.pending > 0) await rec.submit({ wait: false });
+    this.#freedUnsubmitted.clear();
   }
 
-  /** Submits, then returns to the pool every activation allocated since the last collect that `keep` does not hold. */
-  async collect(keep: Iterable<Tensor>): Promise<void> {
-    await this.flush();
+  /** A pass starts: the recorder lays its uniforms out from the top again, so a pass's bind groups match the last one's. */
+  beginPass(): void {
+    this.#rec?.rewind();
+  }
+
+  /**
+   * Returns every activation allocated since the last collect that `keep` does not hold to the
+   * pool, after submitting. With `defer`, while values from another device are still on their
+   * way (uploadLater), it lets the event loop deliver them once and submits only if they have
+   * all arrived; otherwise the work stays recorded and the host goes on recording the next step
+   * instead of waiting (the pipeline's hop overlaps the next device's recording).
+   */
+  async collect(keep: Iterable<Tensor>, o: { defer?: boolean } = {}): Promise<void> {
+    if (o.defer && this.#fills.length > 0) {
+      await yieldToEventLoop();
+      if (this.#fills.every((f) => f.settled)) await this.flush();
+    } else {
+      await this.flush();
+    }
     const kept = new Set<TrackedBuffer>();
     for (const t of keep) if (t instanceof GpuActivation) kept.add(t.t.storage);
     for (const s of this.#live) {
@@ -106,8 +159,33 @@ export class GpuBackend implements Backend {
     }
   }
 
+  /** Whether values from another device are waited for before the next submit. */
+  get awaitingValues(): boolean {
+    return this.#fills.length > 0;
+  }
+
+  /** Milliseconds flush() spent waiting for values from other devices (the scheduler counts them as hop time). */
+  fillWaitMs = 0;
+
+  #writeFills(): void {
+    const fills = this.#fills;
+    this.#fills = [];
+    const failed = fills.find((f) => f.error !== undefined);
+    if (failed) {
+      // The recorded work would read values that never came: drop it with them.
+      this.#rec?.discard();
+      throw failed.error;
+    }
+    for (const f of fills) {
+      const data = f.data!;
+      if (data.byteLength > 0) this.gpu.device.queue.writeBuffer(f.storage.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    }
+  }
+
   #recycle(s: TrackedBuffer): void {
-    // The queue orders a later step's writes after this step's reads: the buffer can be handed out now.
+    // Later dispatches are ordered after this step's reads (in one pass, or by the queue), so
+    // they may take the buffer now; a queue write would overtake dispatches not yet submitted.
+    if ((this.#rec?.pending ?? 0) > 0) this.#freedUnsubmitted.add(s);
     const list = this.#pool.get(s.bytes) ?? [];
     list.push(s);
     this.#pool.set(s.bytes, list);
@@ -155,9 +233,10 @@ export class GpuBackend implements Backend {
     this.#ropeTables = new WeakMap();
   }
 
-  async #empty(shape: readonly number[], dtype: 'f32' | 'i32' = 'f32', label = 'activation'): Promise<GpuTensor> {
+  /** `queueWrite`: the buffer is written by queue.writeBuffer, not by a dispatch (see #recycle). */
+  async #empty(shape: readonly number[], dtype: 'f32' | 'i32' = 'f32', label = 'activation', queueWrite = false): Promise<GpuTensor> {
     const bytes = Math.max(256, Math.ceil((elementsOf(shape) * 4) / 256) * 256);
-    let storage = this.#takePooled(bytes);
+    let storage = this.#takePooled(bytes, queueWrite);
     if (!storage) {
       storage = await this.gpu.createBuffer({ label, size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
       this.#serial.set(storage, this.#nextSerial++);
@@ -172,12 +251,17 @@ export class GpuBackend implements Backend {
    * each decoding pass, whatever order the last pass freed them in), so the recorder's cached
    * bind groups match token after token.
    */
-  #takePooled(bytes: number): TrackedBuffer | undefined {
+  #takePooled(bytes: number, queueWrite: boolean): TrackedBuffer | undefined {
     const list = this.#pool.get(bytes);
     if (!list || list.length === 0) return undefined;
-    let best = 0;
-    for (let i = 1; i < list.length; i++) if (this.#serial.get(list[i]!)! < this.#serial.get(list[best]!)!) best = i;
+    let best = -1;
+    for (let i = 0; i < list.length; i++) {
+      if (queueWrite && this.#freedUnsubmitted.has(list[i]!)) continue;
+      if (best < 0 || this.#serial.get(list[i]!)! < this.#serial.get(list[best]!)!) best = i;
+    }
+    if (best < 0) return undefined;
     const [storage] = list.splice(best, 1);
+    this.#freedUnsubmitted.delete(storage!);
     return storage;
   }
 
@@ -202,8 +286,31 @@ export class GpuBackend implements Backend {
 
   async upload(data: Float32Array | Int32Array, shape: readonly number[]): Promise<Tensor> {
     if (data.length !== elementsOf(shape)) throw new RuntimeShapeError(`upload: ${data.length} values for shape [${shape.join(', ')}]`);
-    const t = await this.#empty(shape, data instanceof Int32Array ? 'i32' : 'f32', 'input');
+    const t = await this.#empty(shape, data instanceof Int32Array ? 'i32' : 'f32', 'input', true);
     if (data.byteLength > 0) this.gpu.device.queue.writeBuffer(t.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    return this.#wrap(t);
+  }
+
+  /**
+   * A tensor whose values are still on their way (another device's read-back): ops may record
+   * work on it now; the values are written before that work is submitted (see flush, collect).
+   */
+  async uploadLater(shape: readonly number[], dtype: 'f32' | 'i32', values: Promise<Float32Array | Int32Array>): Promise<Tensor> {
+    const n = elementsOf(shape);
+    // Handlers go on before anything awaits: a read-back that fails early is not left unhandled.
+    const fill: Omit<PendingFill, 'storage'> = {
+      data: null, error: undefined, settled: false,
+      ready: values.then((data) => {
+        fill.data = data.length === n ? data : null;
+        if (!fill.data) fill.error = new RuntimeShapeError(`upload: ${data.length} values for shape [${shape.join(', ')}]`);
+      }, (error: unknown) => {
+        fill.error = error ?? new Error('a read-back failed');
+      }).finally(() => {
+        fill.settled = true;
+      }),
+    };
+    const t = await this.#empty(shape, dtype, 'input', true);
+    this.#fills.push(Object.assign(fill, { storage: t.storage }));
     return this.#wrap(t);
   }
 

@@ -65,7 +65,18 @@ export interface GenerateResult {
   /** Weight bytes streamed to the compute device: in the prefill pass, and in all decode passes together. */
   readonly streamedBytes: { readonly prefill: number; readonly decode: number };
   /** Host time of the decode passes spent recording ops and submitting them (the rest is waiting for the GPU or the cpu). */
-  readonly decodeHostMs: { readonly record: number; readonly submit: number; readonly dispatches: number; readonly bindGroups: number };
+  readonly decodeHostMs: DecodeHostCost;
+}
+
+/** The decode passes' host cost, summed over them. */
+export interface DecodeHostCost {
+  readonly record: number;
+  readonly submit: number;
+  /** Waiting for activations to move between devices (pipeline hops). */
+  readonly hop: number;
+  readonly dispatches: number;
+  readonly submits: number;
+  readonly bindGroups: number;
 }
 
 /** A model whose weights sit where its plan put them, ready to run. */
@@ -188,7 +199,7 @@ export class LoadedModel {
     const t0 = performance.now();
     let prefill = 0;
     const streamed = { prefill: 0, decode: 0 };
-    const host = { record: 0, submit: 0, dispatches: 0, bindGroups: 0 };
+    const host = { record: 0, submit: 0, hop: 0, dispatches: 0, submits: 0, bindGroups: 0 };
     try {
       let ids = Int32Array.from(prompt);
       for (let i = 0; i < newTokens; i++) {
@@ -198,7 +209,9 @@ export class LoadedModel {
         if (i > 0) {
           host.record += r.stats.recordMs;
           host.submit += r.stats.submitMs;
+          host.hop += r.stats.hopMs;
           host.dispatches += r.stats.dispatches;
+          host.submits += r.stats.submits;
           host.bindGroups += r.stats.bindGroups;
         }
         session.position += ids.length;

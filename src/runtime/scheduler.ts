@@ -5,6 +5,7 @@ import type { Backend, KvCacheHandle, Tensor, Weight } from './backend.ts';
 import { CpuBackend } from './cpu-backend.ts';
 import { GpuBackend } from './gpu-backend.ts';
 import type { PlacedBlock } from './placement.ts';
+import { elementsOf } from './shapes.ts';
 import type { StagingArea } from './staging.ts';
 
 /** A step asked for a weight, activation or input the model does not have there. */
@@ -15,7 +16,7 @@ export class ModelGraphError extends MultiGpuError {
 }
 
 export function emptyRunStats(): RunStats {
-  return { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, dispatches: 0, bindGroups: 0 };
+  return { movedBytes: 0, moves: 0, recordMs: 0, submitMs: 0, hopMs: 0, dispatches: 0, submits: 0, bindGroups: 0 };
 }
 
 /** Streamed blocks staged ahead of the one running. */
@@ -45,8 +46,12 @@ export interface RunStats {
   recordMs: number;
   /** Host time spent encoding and submitting them (bind groups, uniforms, queue.submit). */
   submitMs: number;
+  /** Time a step waited for an activation to move from another device (read back, then uploaded). */
+  hopMs: number;
   /** Kernel dispatches submitted on GPUs. */
   dispatches: number;
+  /** Command buffers submitted for them. */
+  submits: number;
   /** Bind groups created for them (the rest came from the recorders' caches). */
   bindGroups: number;
   /** Bytes of the next pass's streamed blocks staged at the end of this one (prestageNext). */
@@ -83,6 +88,7 @@ export class Scheduler {
   async prestage(): Promise<number> {
     let bytes = 0;
     for (const p of this.#streamOrder.slice(0, this.prefetch)) {
+      await this.#settle(p.placement.execDevice);
       const area = this.staging(p.placement.execDevice);
       const before = area.copiedBytes;
       await area.stage(p);
@@ -90,6 +96,12 @@ export class Scheduler {
       this.#prestaged.push(p);
     }
     return bytes;
+  }
+
+  /** Streamed weights are copied by the queue: a device's held-back work goes first (it may read the staging buffers being refilled). */
+  async #settle(device: string): Promise<void> {
+    const backend = await this.backendOf(device);
+    if (backend instanceof GpuBackend && backend.awaitingValues) await backend.flush();
   }
 
   releasePrestaged(): void {
@@ -129,11 +141,15 @@ export class Scheduler {
         const step = steps[i]!;
         const device = deviceOf(step);
         const backend = await this.backendOf(device);
-        used.add(backend);
+        if (!used.has(backend)) {
+          used.add(backend);
+          if (backend instanceof GpuBackend) backend.beginPass();
+        }
         const block = step.block === null ? null : this.placed.get(step.block)!;
         let weights: ReadonlyMap<string, Weight> = block?.weights ?? new Map();
         const stream = streamed(step);
         if (stream) {
+          await this.#settle(device);
           weights = await this.staging(device).stage(stream);
           if (!order.includes(stream)) order.push(stream);
         }
@@ -145,28 +161,38 @@ export class Scheduler {
           const p = streamed(next);
           if (!p || next.block === step.block || ahead.has(p.placement.name)) continue;
           ahead.add(p.placement.name);
+          await this.#settle(p.placement.execDevice);
           await this.staging(p.placement.execDevice).stage(p);
         }
+        let hopMs = 0;
         const get = async (name: string): Promise<Tensor> => {
           const copies = state.get(name);
           if (!copies) throw new ModelGraphError(`block ${step.block ?? '(none)'} reads "${name}", which no earlier step set and no input gave`);
           const here = copies.get(device);
           if (here) return here as Tensor;
           const [from, t] = copies.entries().next().value as [string, Tensor | HostTensor];
-          let data: Float32Array | Int32Array;
-          let shape: readonly number[];
+          let moved: Tensor;
           if (from === 'host') {
-            data = (t as HostTensor).data;
-            shape = (t as HostTensor).shape;
+            moved = await backend.upload((t as HostTensor).data, (t as HostTensor).shape);
           } else {
             const src = t as Tensor;
-            const f = await (await this.backendOf(from)).download(src);
-            data = src.dtype === 'i32' ? Int32Array.from(f) : f;
-            shape = src.shape;
-            stats.movedBytes += f.byteLength;
+            const source = await this.backendOf(from);
+            stats.movedBytes += elementsOf(src.shape) * 4;
             stats.moves++;
+            const h0 = performance.now();
+            if (source instanceof GpuBackend && backend instanceof GpuBackend) {
+              // GPU to GPU: the read-back is queued and this device records on without waiting;
+              // the values are written before its work is submitted (GpuBackend.uploadLater).
+              const finish = await source.startDownload(src);
+              hopMs += performance.now() - h0;
+              const values = finish().then((f) => (src.dtype === 'i32' ? Int32Array.from(f) : f));
+              moved = await backend.uploadLater(src.shape, src.dtype, values);
+            } else {
+              const f = await source.download(src);
+              hopMs += performance.now() - h0;
+              moved = await backend.upload(src.dtype === 'i32' ? Int32Array.from(f) : f, src.shape);
+            }
           }
-          const moved = await backend.upload(data, shape);
           copies.set(device, moved);
           return moved;
         };
@@ -206,17 +232,23 @@ export class Scheduler {
           },
         };
         const dispatched = backend instanceof GpuBackend ? backend.rec.dispatched : 0;
+        const submitted = backend instanceof GpuBackend ? backend.rec.submits : 0;
         const made = backend instanceof GpuBackend ? backend.rec.bindGroupsMade : 0;
+        const waited = backend instanceof GpuBackend ? backend.fillWaitMs : 0;
         const t0 = performance.now();
         await step.run(ctx);
         const t1 = performance.now();
         if (backend instanceof GpuBackend) {
-          await backend.collect(keepOn(device));
+          await backend.collect(keepOn(device), { defer: true });
+          hopMs += backend.fillWaitMs - waited;
           stats.dispatches += backend.rec.dispatched - dispatched;
+          stats.submits += backend.rec.submits - submitted;
           stats.bindGroups += backend.rec.bindGroupsMade - made;
         }
-        stats.recordMs += t1 - t0;
-        stats.submitMs += performance.now() - t1;
+        const waitedInStep = backend instanceof GpuBackend ? backend.fillWaitMs - waited : 0;
+        stats.hopMs += hopMs;
+        stats.recordMs += t1 - t0 - (hopMs - waitedInStep);
+        stats.submitMs += performance.now() - t1 - waitedInStep;
         if (stream && steps[i + 1]?.block !== step.block) this.staging(device).release(stream.placement.name);
       }
       this.#streamOrder = order;
