@@ -13,6 +13,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { openDevices } from '../src/devices/open.ts';
 import type { GpuDevice } from '../src/devices/gpu-device.ts';
@@ -146,6 +147,12 @@ const checkLine = (g: { tokens: number[] }, err: number, refTokens: number[] | n
   return `prompt logits max|err|/max|ref| ${err.toExponential(2)} (f32 reference); greedy ${same}/${Math.min(refTokens?.length ?? 0, tokens)} tokens equal`;
 };
 
+/** Garbage-collection pauses so far (ms): a host-bound token loop slows down when V8 collects. */
+let gcMs = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) gcMs += e.duration;
+}).observe({ entryTypes: ['gc'] });
+
 const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /**
@@ -173,17 +180,19 @@ async function compareTwoGpus(set: Awaited<ReturnType<typeof openDevices>>, weig
       for (const key of ['one', 'two'] as const) {
         const model = models[key];
         if (!model) continue;
+        const gc0 = gcMs;
         const g = await model.generate(prompt, tokens);
+        await new Promise((resolve) => setImmediate(resolve)); // the observer's entries arrive a turn later
         const steps = tokens - 1;
         rates[key].push(steps / (g.ms.decode / 1000));
-        host[key].push(Object.fromEntries(Object.entries(g.decodeHostMs).map(([k, v]) => [k, v / steps])));
+        host[key].push({ ...Object.fromEntries(Object.entries(g.decodeHostMs).map(([k, v]) => [k, v / steps])), gc: (gcMs - gc0) / tokens });
         if (r === 0 && refLogits) {
           checks.push(`${key === 'one' ? 'one GPU' : 'two GPUs, pipeline'}: ${checkLine(g, logitsError(g.stepLogits[0]!, refLogits), refTokens)}`);
           log(checks.at(-1)!);
         }
       }
-      log(`round ${r + 1}: one GPU ${rates.one.at(-1)?.toFixed(2) ?? '-'} tok/s, two GPUs ${rates.two.at(-1)!.toFixed(2)} tok/s; per token two GPUs: `
-        + Object.entries(host.two.at(-1)!).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', '));
+      const perToken = (h?: Record<string, number>) => (h ? Object.entries(h).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ') : '-');
+      log(`round ${r + 1}: one GPU ${rates.one.at(-1)?.toFixed(2) ?? '-'} tok/s (${perToken(host.one.at(-1))}), two GPUs ${rates.two.at(-1)!.toFixed(2)} tok/s (${perToken(host.two.at(-1))})`);
     }
     const oneTokS = one ? median(rates.one) : null;
     const twoTokS = median(rates.two);

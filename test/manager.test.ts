@@ -88,8 +88,8 @@ describe('ModelManager', () => {
   });
 
   it('under memory pressure the least recently used idle model goes; kept and running models never do; else a typed error', async () => {
-    // gpu:0 declared at 1920 KiB (10% reserve: 1728 KiB free): llama (850 KiB) and gpt2 (682 KiB) fit, t5 (386 KiB) on top does not.
-    const set = await devices({ memory: 'gpu:0=1920kb' });
+    // gpu:0 declared at 1940 KiB (10% reserve: 1746 KiB free): llama (850 KiB) and gpt2 (682 KiB) fit, t5 (386 KiB) on top does not.
+    const set = await devices({ memory: 'gpu:0=1940kb' });
     const lines: string[] = [];
     const manager = new ModelManager(set, { log: (l) => lines.push(l) });
     const runs: Promise<unknown>[] = [];

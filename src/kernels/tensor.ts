@@ -103,15 +103,63 @@ function scaled(t: GpuTensor, scale?: number): GpuTensor {
   return scale === undefined ? t : new GpuTensor(t.gpu, t.storage, t.shape, t.dtype, scale);
 }
 
+/** Where read-backs get their mappable buffers: a pool (ReadbackPool) or a new one each time. */
+export interface ReadbackBuffers {
+  take(gpu: GpuDevice, size: number): Promise<TrackedBuffer>;
+  /** The buffer is unmapped and may be handed out again. */
+  give(buffer: TrackedBuffer): void;
+}
+
+const oneOff: ReadbackBuffers = {
+  take: (gpu, size) => gpu.createBuffer({ label: 'readback', size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }),
+  give: (buffer) => buffer.destroy(),
+};
+
+/**
+ * Mappable read-back buffers kept for reuse, by size (powers of two). Creating one costs two
+ * error-scope round trips through the instance's event polling, which a decoding step would
+ * otherwise pay on every logits read-back and every pipeline hop.
+ */
+export class ReadbackPool implements ReadbackBuffers {
+  readonly #free = new Map<number, TrackedBuffer[]>();
+
+  async take(gpu: GpuDevice, size: number): Promise<TrackedBuffer> {
+    const bytes = Math.max(256, 2 ** Math.ceil(Math.log2(size)));
+    const kept = this.#free.get(bytes)?.pop();
+    if (kept) return kept;
+    return gpu.createBuffer({ label: 'readback', size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  }
+
+  give(buffer: TrackedBuffer): void {
+    const list = this.#free.get(buffer.bytes) ?? [];
+    list.push(buffer);
+    this.#free.set(buffer.bytes, list);
+  }
+
+  get heldBytes(): number {
+    let n = 0;
+    for (const list of this.#free.values()) for (const b of list) n += b.bytes;
+    return n;
+  }
+
+  /** Frees the kept buffers; returns the bytes freed. */
+  clear(): number {
+    const n = this.heldBytes;
+    for (const list of this.#free.values()) for (const b of list) b.destroy();
+    this.#free.clear();
+    return n;
+  }
+}
+
 /**
  * Starts reading a tensor back: the copy is submitted and the mapping requested before this
  * resolves, so work submitted afterwards (the next pass's weight copies) does not delay it.
  * The returned function waits for the bytes (padding dropped).
  */
-export async function startReadback(tensor: GpuTensor): Promise<() => Promise<Uint8Array>> {
+export async function startReadback(tensor: GpuTensor, buffers: ReadbackBuffers = oneOff): Promise<() => Promise<Uint8Array>> {
   const gpu = tensor.gpu;
   const size = Math.max(4, Math.ceil(tensor.byteLength / 4) * 4);
-  const staging = await gpu.createBuffer({ label: 'readback', size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const staging = await buffers.take(gpu, size);
   let mapped: Promise<void>;
   try {
     const encoder = gpu.device.createCommandEncoder({ label: 'readback' });
@@ -123,13 +171,16 @@ export async function startReadback(tensor: GpuTensor): Promise<() => Promise<Ui
     throw error;
   }
   return async () => {
+    let ok = false;
     try {
       await mapped;
       const out = new Uint8Array(staging.buffer.getMappedRange(0, size).slice(0, tensor.byteLength));
       staging.buffer.unmap();
+      ok = true;
       return out;
     } finally {
-      staging.destroy();
+      if (ok) buffers.give(staging);
+      else staging.destroy();
     }
   };
 }

@@ -3,7 +3,7 @@ import * as ops from '../kernels/ops/index.ts';
 import { KvCache } from '../kernels/ops/kv-cache.ts';
 import type { RopeTable } from '../kernels/ops/rope.ts';
 import { KernelRecorder } from '../kernels/recorder.ts';
-import { GpuTensor, startReadback, uploadTensor } from '../kernels/tensor.ts';
+import { GpuTensor, ReadbackPool, startReadback, uploadTensor } from '../kernels/tensor.ts';
 import type {
   ActivationKind, AttentionOptions, Backend, BinaryOp, Conv2dOptions, KvCacheHandle, RopeSpec, T5BiasOptions, Tensor,
   TimestepOptions, VectorSlice, Weight,
@@ -98,6 +98,8 @@ export class GpuBackend implements Backend {
   #freedUnsubmitted = new Set<TrackedBuffer>();
   /** Values from other devices, written before the next submit (uploadLater). */
   #fills: PendingFill[] = [];
+  /** Mappable buffers of finished read-backs (logits every token, pipeline hops). */
+  #readbacks = new ReadbackPool();
   #serial = new WeakMap<TrackedBuffer, number>();
   #nextSerial = 0;
   #ropeTables = new WeakMap<Float32Array, RopeTable>();
@@ -122,7 +124,7 @@ export class GpuBackend implements Backend {
     if (this.#fills.length > 0) {
       const t0 = performance.now();
       await Promise.all(this.#fills.map((f) => f.ready));
-      this.fillWaitMs += performance.now() - t0;
+      this.hopWaitMs += performance.now() - t0;
       this.#writeFills();
     }
     const rec = this.#rec;
@@ -144,7 +146,9 @@ export class GpuBackend implements Backend {
    */
   async collect(keep: Iterable<Tensor>, o: { defer?: boolean } = {}): Promise<void> {
     if (o.defer && this.#fills.length > 0) {
+      const t0 = performance.now();
       await yieldToEventLoop();
+      this.hopWaitMs += performance.now() - t0;
       if (this.#fills.every((f) => f.settled)) await this.flush();
     } else {
       await this.flush();
@@ -164,8 +168,8 @@ export class GpuBackend implements Backend {
     return this.#fills.length > 0;
   }
 
-  /** Milliseconds flush() spent waiting for values from other devices (the scheduler counts them as hop time). */
-  fillWaitMs = 0;
+  /** Milliseconds spent waiting for values from other devices, in flush() and collect()'s event-loop turns (the scheduler counts them as hop time). */
+  hopWaitMs = 0;
 
   #writeFills(): void {
     const fills = this.#fills;
@@ -191,14 +195,15 @@ export class GpuBackend implements Backend {
     this.#pool.set(s.bytes, list);
   }
 
-  /** Frees the pooled activation buffers (memory pressure); returns the bytes freed. */
+  /** Frees the pooled activation and read-back buffers (memory pressure); returns the bytes freed. */
   trim(): number {
-    let n = 0;
+    let n = this.#readbacks.clear();
     for (const list of this.#pool.values()) for (const s of list) {
       n += s.bytes;
       s.destroy();
     }
     this.#pool.clear();
+    this.#freedUnsubmitted.clear();
     return n;
   }
 
@@ -209,6 +214,7 @@ export class GpuBackend implements Backend {
     for (const list of this.#pool.values()) for (const s of list) n += s.bytes;
     for (const t of this.#tables) n += t.storage.bytes;
     n += this.#rec?.heldBytes ?? 0;
+    n += this.#readbacks.heldBytes;
     for (const kv of this.#caches) n += kv.cache.k.storage.bytes + kv.cache.v.storage.bytes;
     return n;
   }
@@ -222,8 +228,7 @@ export class GpuBackend implements Backend {
   /** Frees every activation and KV cache this backend made. */
   async close(): Promise<void> {
     await this.collect([]);
-    for (const list of this.#pool.values()) for (const s of list) s.destroy();
-    this.#pool.clear();
+    this.trim();
     this.#rec?.dispose();
     this.#rec = null;
     for (const kv of this.#caches) kv.cache.destroy();
@@ -322,7 +327,7 @@ export class GpuBackend implements Backend {
   async startDownload(t: Tensor): Promise<() => Promise<Float32Array>> {
     const a = this.#act(t, 'download');
     await this.flush();
-    const finish = await startReadback(a.t);
+    const finish = await startReadback(a.t, this.#readbacks);
     return async () => {
       const bytes = await finish();
       const view = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();

@@ -234,18 +234,18 @@ export class Scheduler {
         const dispatched = backend instanceof GpuBackend ? backend.rec.dispatched : 0;
         const submitted = backend instanceof GpuBackend ? backend.rec.submits : 0;
         const made = backend instanceof GpuBackend ? backend.rec.bindGroupsMade : 0;
-        const waited = backend instanceof GpuBackend ? backend.fillWaitMs : 0;
+        const waited = backend instanceof GpuBackend ? backend.hopWaitMs : 0;
         const t0 = performance.now();
         await step.run(ctx);
         const t1 = performance.now();
         if (backend instanceof GpuBackend) {
           await backend.collect(keepOn(device), { defer: true });
-          hopMs += backend.fillWaitMs - waited;
+          hopMs += backend.hopWaitMs - waited;
           stats.dispatches += backend.rec.dispatched - dispatched;
           stats.submits += backend.rec.submits - submitted;
           stats.bindGroups += backend.rec.bindGroupsMade - made;
         }
-        const waitedInStep = backend instanceof GpuBackend ? backend.fillWaitMs - waited : 0;
+        const waitedInStep = backend instanceof GpuBackend ? backend.hopWaitMs - waited : 0;
         stats.hopMs += hopMs;
         stats.recordMs += t1 - t0 - (hopMs - waitedInStep);
         stats.submitMs += performance.now() - t1 - waitedInStep;
