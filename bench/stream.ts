@@ -9,6 +9,9 @@
  * GPU machine (after `npm run build && bash scripts/gpu-pack.sh` here, carrying [".gpu", "dist"]):
  *   python3 bench/gpu/stream_ref.py --model-dir gpu-work/llama8b --json gpu-work/torch.json
  *   bash .gpu/run-lite.sh dist/bench/stream.js --model gpu-work/llama8b --torch gpu-work/torch.json --out $OUT/stream.json
+ * Two GPUs (kind nvidia-h100-x2): --configs resident,two-gpu --rounds 7 loads the model on gpu:0
+ * and split over gpu:0 and gpu:1 at once and decodes them in alternation (ratio of medians);
+ * add --memory gpu:0=12gb,gpu:1=12gb for a model too large for one GPU's declared capacity.
  * Locally (SwiftShader): node dist/bench/stream.js --model test/fixtures/llama-tiny --tokens 4
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
