@@ -81,3 +81,10 @@ it('the Deno example generates from the bundled model and names the reference to
   expect(out).toMatch(/^generated: (\d+ ){7}\d+$/m);
   expect(out).toMatch(/^reference: .* — identical$/m);
 }, 160_000);
+
+it('the Deno entry, its example and the Deno suites type-check under Deno\'s own WebGPU types (deno check)', async () => {
+  const files = ['deno/mod.ts', 'deno/example.ts', ...[...SCRIPTS, ...SUITES].map((f) => `test/deno/${f}`)];
+  const r = await run('node_modules/.bin/deno', ['check', ...files], { timeoutMs: 120_000, env: denoEnv(ICD.swiftshader) });
+  expect(r.code, r.stdout + r.stderr).toBe(0);
+  expect(r.stderr).not.toMatch(/error/i);
+}, 130_000);

@@ -4,7 +4,7 @@
 // types, the `multigpu` bin) and from Deno through an `npm:` specifier resolved in that
 // project's node_modules (--node-modules-dir=manual: no registry, an empty DENO_DIR).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -175,6 +175,12 @@ describe('the npm package', () => {
     const unwanted = paths.filter((p) => /^(test|scratch|gpu-work|src|web|web-dist|bench|scripts|docs|deno|node_modules|\.ci|\.git)\//.test(p)
       || (p.endsWith('.ts') && !p.endsWith('.d.ts')));
     expect(unwanted).toEqual([]);
+    // Sources are not shipped, so each source map carries its source (stack traces and debuggers show the TypeScript).
+    const maps = paths.filter((p) => p.endsWith('.js.map'));
+    expect(maps.length).toBeGreaterThan(50);
+    const index = JSON.parse(readFileSync(join(installed(), 'dist/src/index.js.map'), 'utf8')) as { sources: string[]; sourcesContent?: string[] };
+    expect(index.sourcesContent?.length).toBe(index.sources.length);
+    expect(index.sourcesContent![0]).toContain('export');
     expect(pack.size, 'packed bytes').toBeLessThan(4e6);
     expect(pack.unpackedSize, 'unpacked bytes').toBeLessThan(10e6);
     expect(pack.entryCount).toBeLessThan(1000);

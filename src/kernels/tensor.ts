@@ -90,7 +90,7 @@ export async function uploadTensor(gpu: GpuDevice, data: Float32Array | Uint8Arr
   if (bytes.byteLength !== expected) throw new RangeError(`${dtype} ${JSON.stringify(shape)} needs ${expected} bytes, got ${bytes.byteLength}`);
   const tensor = await emptyTensor(gpu, shape, dtype, options.label);
   const whole = bytes.byteLength - (bytes.byteLength % 4);
-  if (whole > 0) gpu.device.queue.writeBuffer(tensor.buffer, 0, bytes.buffer, bytes.byteOffset, whole);
+  if (whole > 0) writeView(gpu.device, tensor.buffer, 0, bytes, whole);
   if (whole < bytes.byteLength) {
     const tail = new Uint8Array(4);
     tail.set(bytes.subarray(whole));
@@ -101,6 +101,15 @@ export async function uploadTensor(gpu: GpuDevice, data: Float32Array | Uint8Arr
 
 function scaled(t: GpuTensor, scale?: number): GpuTensor {
   return scale === undefined ? t : new GpuTensor(t.gpu, t.storage, t.shape, t.dtype, scale);
+}
+
+/**
+ * queue.writeBuffer of a typed array's bytes. Deno's WebGPU types take no source that may be
+ * backed by a SharedArrayBuffer, and TypeScript cannot tell a typed array's backing store
+ * apart; the cast changes the type only (a view over shared memory goes through as before).
+ */
+export function writeView(device: GPUDevice, buffer: GPUBuffer, offset: number, view: ArrayBufferView, byteLength = view.byteLength): void {
+  device.queue.writeBuffer(buffer, offset, new Uint8Array(view.buffer as ArrayBuffer, view.byteOffset, byteLength));
 }
 
 /** Where read-backs get their mappable buffers: a pool (ReadbackPool) or a new one each time. */

@@ -3,7 +3,7 @@ import * as ops from '../kernels/ops/index.ts';
 import { KvCache } from '../kernels/ops/kv-cache.ts';
 import type { RopeTable } from '../kernels/ops/rope.ts';
 import { KernelRecorder } from '../kernels/recorder.ts';
-import { GpuTensor, ReadbackPool, startReadback, uploadTensor } from '../kernels/tensor.ts';
+import { GpuTensor, ReadbackPool, startReadback, uploadTensor, writeView } from '../kernels/tensor.ts';
 import type {
   ActivationKind, AttentionOptions, Backend, BinaryOp, Conv2dOptions, KvCacheHandle, RopeSpec, T5BiasOptions, Tensor,
   TimestepOptions, VectorSlice, Weight,
@@ -182,7 +182,7 @@ export class GpuBackend implements Backend {
     }
     for (const f of fills) {
       const data = f.data!;
-      if (data.byteLength > 0) this.gpu.device.queue.writeBuffer(f.storage.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+      if (data.byteLength > 0) writeView(this.gpu.device, f.storage.buffer, 0, data);
     }
   }
 
@@ -292,7 +292,7 @@ export class GpuBackend implements Backend {
   async upload(data: Float32Array | Int32Array, shape: readonly number[]): Promise<Tensor> {
     if (data.length !== elementsOf(shape)) throw new RuntimeShapeError(`upload: ${data.length} values for shape [${shape.join(', ')}]`);
     const t = await this.#empty(shape, data instanceof Int32Array ? 'i32' : 'f32', 'input', true);
-    if (data.byteLength > 0) this.gpu.device.queue.writeBuffer(t.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    if (data.byteLength > 0) writeView(this.gpu.device, t.buffer, 0, data);
     return this.#wrap(t);
   }
 

@@ -1,7 +1,7 @@
 import type { GpuDevice, TrackedBuffer } from '../../devices/gpu-device.ts';
 import type { KernelLimits } from '../limits.ts';
 import type { Binding } from '../recorder.ts';
-import type { GpuTensor } from '../tensor.ts';
+import { writeView, type GpuTensor } from '../tensor.ts';
 
 /**
  * A tensor read as rows of tokens: element (b, l, c) sits at
@@ -158,7 +158,7 @@ export function constantTable(gpu: GpuDevice, key: string, make: () => Uint32Arr
     const data = make();
     p = (async () => {
       const buffer = await gpu.createBuffer({ label: `attention.table.${key}`, size: Math.max(16, Math.ceil(data.byteLength / 4) * 4), usage: STORAGE() });
-      gpu.device.queue.writeBuffer(buffer.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+      writeView(gpu.device, buffer.buffer, 0, data);
       return buffer;
     })();
     b.tables.set(key, p);
