@@ -198,7 +198,7 @@ Deno.test('f16: concat, permute (gather and tiled), upsample, copy of an odd-len
   });
 });
 
-Deno.test('f16: conv2d (3×3 pad 1, VAE downsampler), embedding (bf16 table), timestep embedding, AdaLN', async () => {
+Deno.test('f16: conv2d (3×3 pad 1, VAE downsampler; direct and implicit-GEMM kernels), embedding (bf16 table), timestep embedding, AdaLN', async () => {
   await withGpu(async (gpu, up, out) => {
     const x = f16(random(1 * 6 * 7 * 8, 17, 1));
     const tx = await up(x, [1, 6, 7, 8]);
@@ -208,14 +208,16 @@ Deno.test('f16: conv2d (3×3 pad 1, VAE downsampler), embedding (bf16 table), ti
     const tbias = await uploadTensor(gpu, fromFloat32('F16', bias), [5], 'f16');
     const pads = [{ top: 1, bottom: 1, left: 1, right: 1 }, { top: 0, bottom: 1, left: 0, right: 1 }];
     const strides: [number, number][] = [[1, 1], [2, 2]];
-    for (let k = 0; k < 2; k++) {
-      const shape = conv2dOutputShape([1, 6, 7, 8], [5, 6, 3, 3], { stride: strides[k], padding: pads[k] });
-      const o = await out(shape);
-      const rec = new KernelRecorder(gpu);
-      await conv2d(rec, tx, tw, tbias, o, { stride: strides[k], padding: pads[k] });
-      await rec.submit();
-      const want = conv2dReference(x, [1, 6, 7, 8], w, [5, 6, 3, 3], bias, { stride: strides[k]!, pad: pads[k]! });
-      close(`conv2d ${k}`, await downloadF32(o), want.data, F16_SUM_TOL);
+    for (const kernel of ['direct', 'tiled'] as const) {
+      for (let k = 0; k < 2; k++) {
+        const shape = conv2dOutputShape([1, 6, 7, 8], [5, 6, 3, 3], { stride: strides[k], padding: pads[k] });
+        const o = await out(shape);
+        const rec = new KernelRecorder(gpu);
+        await conv2d(rec, tx, tw, tbias, o, { stride: strides[k], padding: pads[k] }, kernel);
+        await rec.submit();
+        const want = conv2dReference(x, [1, 6, 7, 8], w, [5, 6, 3, 3], bias, { stride: strides[k]!, pad: pads[k]! });
+        close(`conv2d ${kernel} ${k}`, await downloadF32(o), want.data, F16_SUM_TOL);
+      }
     }
     const table = toFloat32('BF16', fromFloat32('BF16', random(40 * 7, 20, 2)));
     const ttable = await uploadTensor(gpu, fromFloat32('BF16', table), [40, 7], 'bf16');

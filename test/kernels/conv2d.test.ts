@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromFloat32, toFloat32 } from '../../src/formats/dtypes.ts';
 import { overrideKernelLimits } from '../../src/kernels/limits.ts';
-import { conv2d, conv2dOutputShape, type Conv2dOptions } from '../../src/kernels/ops/conv2d.ts';
+import { conv2d, conv2dKernelFor, conv2dOutputShape, type Conv2dKernel, type Conv2dOptions } from '../../src/kernels/ops/conv2d.ts';
 import { KernelRecorder } from '../../src/kernels/recorder.ts';
 import { conv2dReference } from '../../src/kernels/reference/conv2d.ts';
 import { downloadF32, emptyTensor, uploadTensor, type GpuTensor } from '../../src/kernels/tensor.ts';
@@ -47,9 +47,11 @@ interface Case {
   wd: WDtype;
   bias: WDtype | 'none';
   seed: number;
+  kernel?: Conv2dKernel;
+  tol?: Tolerance;
 }
 
-async function check(c: Case): Promise<void> {
+async function checkCase(c: Case): Promise<void> {
   const xShape = [c.n, c.cin, c.h, c.w] as [number, number, number, number];
   const wShape = [c.cout, c.cin, c.kh, c.kw] as [number, number, number, number];
   const x = randomF32(c.n * c.cin * c.h * c.w, c.seed, 1);
@@ -61,11 +63,11 @@ async function check(c: Case): Promise<void> {
   const out = await emptyTensor(t.gpu, outShape);
   try {
     const rec = new KernelRecorder(t.gpu);
-    await conv2d(rec, tx, w.tensor, b?.tensor ?? null, out, options);
+    await conv2d(rec, tx, w.tensor, b?.tensor ?? null, out, options, c.kernel);
     await rec.submit();
     const want = conv2dReference(x, xShape, w.values, wShape, b?.values ?? null, { stride: c.stride, pad: c.pad, dilation: c.dilation ?? [1, 1] });
     expect(want.shape).toEqual(outShape);
-    expectClose(await downloadF32(out), want.data, TOL, `conv2d ${JSON.stringify(c)}`);
+    expectClose(await downloadF32(out), want.data, c.tol ?? TOL, `conv2d ${JSON.stringify(c)}`);
   } finally {
     for (const r of [tx, w.tensor, b?.tensor, out]) r?.destroy();
   }
@@ -73,7 +75,8 @@ async function check(c: Case): Promise<void> {
 
 const same = (p: number) => ({ top: p, bottom: p, left: p, right: p });
 
-describe('conv2d', () => {
+describe.each(['direct', 'tiled'] as const)('conv2d, %s kernel', (kernel) => {
+  const check = (c: Case) => checkCase({ ...c, kernel });
   it('matches the reference on random shapes, kernels, strides, paddings and stored forms', async () => {
     await fc.assert(fc.asyncProperty(
       fc.record({
@@ -105,6 +108,21 @@ describe('conv2d', () => {
     } finally {
       overrideKernelLimits(t.gpu, {});
     }
+  });
+
+  it('a VAE-width layer: 64 → 72 channels, 3×3 pad 1 on 17×19, bf16 filter (576 taps: partial tiles of channels, pixels and taps)', async () => {
+    // 576 products a sum: a few ulp of sums up to ~150.
+    await check({ n: 1, cin: 64, cout: 72, h: 17, w: 19, kh: 3, kw: 3, stride: [1, 1], pad: same(1), wd: 'bf16', bias: 'f32', seed: 21, tol: { abs: 6e-5, rel: 2e-5 } });
+  });
+});
+
+describe('conv2d', () => {
+  it('auto picks the implicit GEMM where its 64-channel tile fills, the direct kernel for narrow outputs', () => {
+    expect(conv2dKernelFor(512, 128 * 128)).toBe('tiled');
+    expect(conv2dKernelFor(64, 64)).toBe('tiled');
+    expect(conv2dKernelFor(3, 1024 * 1024)).toBe('direct');
+    expect(conv2dKernelFor(32, 4096)).toBe('direct');
+    expect(conv2dKernelFor(512, 16)).toBe('direct');
   });
 
   it('refuses a wrong out shape and mismatched channels', async () => {

@@ -51,13 +51,25 @@ export function conv2dOutputShape(xShape: readonly number[], weightShape: readon
   return [n, cout, hout, wout];
 }
 
+/** Which kernel runs a convolution: `auto` picks the implicit GEMM where its 64×64 tile fills. */
+export type Conv2dKernel = 'auto' | 'direct' | 'tiled';
+
+/**
+ * The implicit GEMM (conv2d_tiled.wgsl: 64 channels × 64 pixels a workgroup, 16 accumulators an
+ * invocation) wherever there are enough output channels to fill most of its tile; the direct
+ * kernel (16 channels × 64 pixels) for narrow outputs (a VAE's 3-channel output conv).
+ */
+export function conv2dKernelFor(cout: number, pixels: number): 'direct' | 'tiled' {
+  return cout >= 48 && pixels >= 64 ? 'tiled' : 'direct';
+}
+
 /**
  * 2-D convolution on NCHW (the SD VAE and UNet's 3×3 pad 1, 1×1, the downsamplers' 3×3 stride
  * 2): x and out f32 (or f16 with shader-f16), weight [Cout, Cin, KH, KW] (KH·KW ≤ 64) and bias
  * [Cout] (or null) stored as f32, f16 or bf16. groups = 1. f32 accumulation.
  */
 export async function conv2d(rec: KernelRecorder, x: GpuTensor, weight: GpuTensor, bias: GpuTensor | null, out: GpuTensor,
-  options: Conv2dOptions = {}): Promise<void> {
+  options: Conv2dOptions = {}, kernel: Conv2dKernel = 'auto'): Promise<void> {
   const op = 'conv2d' as const;
   const dtype = activationDtype(op, rec.gpu, x, out);
   if (x.shape.length !== 4 || weight.shape.length !== 4) throw new RangeError(`${op}: x must be [N, C, H, W] and weight [Cout, Cin, KH, KW]`);
@@ -73,13 +85,16 @@ export async function conv2d(rec: KernelRecorder, x: GpuTensor, weight: GpuTenso
   if (out.elements === 0) return;
   const { stride, dilation, pad } = geometry(options);
   const [, , hout, wout] = outShape;
-  const ciTile = Math.max(1, Math.floor(64 / (kh * kw)));
-  const coTiles = Math.ceil(cout / 16);
+  const tiled = (kernel === 'auto' ? conv2dKernelFor(cout, hout * wout) : kernel) === 'tiled';
+  const coTiles = Math.ceil(cout / (tiled ? 64 : 16));
   const pxTiles = Math.ceil((hout * wout) / 64);
-  const pipeline = await rec.pipeline(op, {
+  const pipeline = await rec.pipeline(tiled ? 'conv2d_tiled' : op, {
     F16: dtype === 'f16', ...weightDefines(op, 'W', weight), ...weightDefines(op, 'B', bias), HAS_BIAS: bias !== null, WORKGROUP_SIZE,
   });
-  const u = new Uniforms(18).u32(batch, cin, h, w, cout, hout, wout, kh, kw, stride[0], stride[1], pad.top, pad.left,
-    dilation[0], dilation[1], ciTile, coTiles, pxTiles);
-  rec.dispatch(pipeline, [x.buffer, weight.buffer, (bias ?? weight).buffer, out.buffer], u.bytes, batch * coTiles * pxTiles, `${op} ${kh}x${kw} ${dtype}`);
+  const geometryWords = [batch, cin, h, w, cout, hout, wout, kh, kw, stride[0], stride[1], pad.top, pad.left, dilation[0], dilation[1]];
+  const u = tiled
+    ? new Uniforms(17).u32(...geometryWords, coTiles, pxTiles)
+    : new Uniforms(18).u32(...geometryWords, Math.max(1, Math.floor(64 / (kh * kw))), coTiles, pxTiles);
+  rec.dispatch(pipeline, [x.buffer, weight.buffer, (bias ?? weight).buffer, out.buffer], u.bytes, batch * coTiles * pxTiles,
+    `${op}${tiled ? ' tiled' : ''} ${kh}x${kw} ${dtype}`);
 }

@@ -77,7 +77,7 @@ export const ELEMENTWISE_OPS: readonly OpSpec[] = [
   },
   {
     name: 'conv2d', summary: 'NCHW convolution: 3×3 pad 1, 1×1, stride 2 with asymmetric pad (VAE downsampler), bias optional',
-    shaders: ['conv2d'], weightDtypes: WEIGHTS, paths: ['f32', 'f16'], variants: ['3×3', '1×1', 'stride 2 pad (0,1,0,1)', 'dilation', 'weights f32/f16/bf16', '2-D grid', 'f16 (Deno on lavapipe)'],
+    shaders: ['conv2d', 'conv2d_tiled'], weightDtypes: WEIGHTS, paths: ['f32', 'f16'], variants: ['3×3', '1×1', 'stride 2 pad (0,1,0,1)', 'dilation', 'weights f32/f16/bf16', '2-D grid', 'f16 (Deno on lavapipe)', 'implicit GEMM (64 × 64 tile) for ≥ 48 output channels'],
     reference: 'reference/conv2d.ts#conv2dReference',
   },
   {

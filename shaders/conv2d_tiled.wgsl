@@ -1,0 +1,162 @@
+// 2-D convolution on NCHW as an implicit GEMM, for convolutions wide enough to fill its tile
+// (the SD VAE and UNet's 3×3 and 1×1 layers): out[n, co, p] = bias[co] + sum over k of
+// w[co, k] * patch[k, p], where k runs over (ci, ky, kx) and patch[k, p] is the input value
+// under filter tap k for output pixel p (zero in the padding) — the columns of im2col, built
+// in workgroup memory a slice at a time, never whole. Same math and layout as conv2d.wgsl.
+// A workgroup computes 64 output channels x 64 pixels of one image; each invocation 4 channels
+// x 4 pixels (16 accumulators), so every value read from workgroup memory feeds 4
+// multiply-adds (conv2d.wgsl's one pixel x 4 channels fed 4 per value read from memory, with
+// no reuse of the input across channels beyond 16). Accumulation in f32.
+// Defines: F16 (bool: f16 activations), W_F16 / W_BF16, B_F16 / B_BF16 (bool: stored forms),
+// HAS_BIAS (bool), WORKGROUP_SIZE (u32, must be 256 = 16 pixel lanes x 16 channel quads).
+
+#if ${F16}
+enable f16;
+alias T = f16;
+#else
+alias T = f32;
+#endif
+
+struct Params {
+  batch: u32,
+  cin: u32,
+  h: u32,
+  w: u32,
+  cout: u32,
+  hout: u32,
+  wout: u32,
+  kh: u32,
+  kw: u32,
+  stride_h: u32,
+  stride_w: u32,
+  pad_top: u32,
+  pad_left: u32,
+  dil_h: u32,
+  dil_w: u32,
+  co_tiles: u32,
+  px_tiles: u32,
+}
+
+const TCO = 64u;
+const TPX = 64u;
+const RK = 16u; // filter taps per slice
+
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read> wt: array<u32>;
+@group(0) @binding(2) var<storage, read> bias: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+var<workgroup> wsh: array<vec4f, 256>; // [RK][TCO / 4]: 4 channels of one tap
+var<workgroup> xsh: array<f32, 1024>; // [RK][TPX]
+
+fn load_w(i: u32) -> f32 {
+#if ${W_F16}
+  let pair = unpack2x16float(wt[i >> 1u]);
+  return select(pair.x, pair.y, (i & 1u) == 1u);
+#elif ${W_BF16}
+  let word = wt[i >> 1u];
+  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+#else
+  return bitcast<f32>(wt[i]);
+#endif
+}
+
+fn load_b(i: u32) -> f32 {
+#if ${B_F16}
+  let pair = unpack2x16float(bias[i >> 1u]);
+  return select(pair.x, pair.y, (i & 1u) == 1u);
+#elif ${B_BF16}
+  let word = bias[i >> 1u];
+  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
+#else
+  return bitcast<f32>(bias[i]);
+#endif
+}
+
+@compute @workgroup_size(${WORKGROUP_SIZE})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u,
+  @builtin(local_invocation_index) lid: u32) {
+  _ = arrayLength(&bias);
+  let index = wg.x + wg.y * groups.x;
+  if (index >= params.batch * params.co_tiles * params.px_tiles) {
+    return;
+  }
+  let px_tile = index % params.px_tiles;
+  let rest = index / params.px_tiles;
+  let co_tile = rest % params.co_tiles;
+  let n = rest / params.co_tiles;
+  let co0 = co_tile * TCO;
+  let p0 = px_tile * TPX;
+  let pixels = params.hout * params.wout;
+  let khw = params.kh * params.kw;
+  let taps = params.cin * khw;
+  let plane = params.h * params.w;
+  // Pixel lanes run along consecutive pixels (reads of xsh without bank conflicts, coalesced
+  // writes); the 16 lanes of a channel quad read the same wsh entry (a broadcast).
+  let lane = lid % 16u;
+  let quad = lid / 16u;
+  var acc: array<vec4f, 4>; // [pixel lane + 16 j] -> 4 channels
+
+  for (var k0 = 0u; k0 < taps; k0 += RK) {
+    // Filter slice: tap-contiguous reads (16 consecutive taps of a channel per 16 invocations).
+    for (var e = lid; e < RK * TCO; e += ${WORKGROUP_SIZE}u) {
+      let c = e / RK;
+      let r = e % RK;
+      let co = co0 + c;
+      let k = k0 + r;
+      var v = 0.0;
+      if (co < params.cout && k < taps) {
+        v = load_w(co * taps + k);
+      }
+      wsh[r * (TCO / 4u) + c / 4u][c % 4u] = v;
+    }
+    // Patch slice: pixel-contiguous reads.
+    for (var e = lid; e < RK * TPX; e += ${WORKGROUP_SIZE}u) {
+      let r = e / TPX;
+      let pl = e % TPX;
+      let p = p0 + pl;
+      let k = k0 + r;
+      var v = 0.0;
+      if (p < pixels && k < taps) {
+        let ci = k / khw;
+        let tap = k % khw;
+        let ky = tap / params.kw;
+        let kx = tap % params.kw;
+        let iy = i32((p / params.wout) * params.stride_h + ky * params.dil_h) - i32(params.pad_top);
+        let ix = i32((p % params.wout) * params.stride_w + kx * params.dil_w) - i32(params.pad_left);
+        if (iy >= 0 && iy < i32(params.h) && ix >= 0 && ix < i32(params.w)) {
+          v = f32(x[(n * params.cin + ci) * plane + u32(iy) * params.w + u32(ix)]);
+        }
+      }
+      xsh[e] = v;
+    }
+    workgroupBarrier();
+    for (var r = 0u; r < RK; r++) {
+      let wv = wsh[r * (TCO / 4u) + quad];
+      let xr = r * TPX + lane;
+      acc[0] += xsh[xr] * wv;
+      acc[1] += xsh[xr + 16u] * wv;
+      acc[2] += xsh[xr + 32u] * wv;
+      acc[3] += xsh[xr + 48u] * wv;
+    }
+    workgroupBarrier();
+  }
+
+  for (var j = 0u; j < 4u; j++) {
+    let p = p0 + lane + 16u * j;
+    if (p >= pixels) {
+      continue;
+    }
+    for (var i = 0u; i < 4u; i++) {
+      let co = co0 + quad * 4u + i;
+      if (co < params.cout) {
+        var y = acc[j][i];
+#if ${HAS_BIAS}
+        y += load_b(co);
+#endif
+        out[(n * params.cout + co) * pixels + p] = T(y);
+      }
+    }
+  }
+}
