@@ -1,10 +1,11 @@
 // GroupNorm (SD VAE and UNet): x is [N, C, S] (S = H*W, NCHW), C split into G groups of C/G
 // channels; each (n, g) is one contiguous run of C/G*S values, normalized by its own mean and
-// biased variance (second pass around the mean), then out = y * gamma[c] + beta[c], and with
-// SILU out = out * sigmoid(out) (a ResnetBlock2D's norm then nonlinearity, fused).
-// One workgroup per (n, g); sums in f32.
+// biased variance, then out = y * gamma[c] + beta[c], and with SILU out = out * sigmoid(out)
+// (a ResnetBlock2D's norm then nonlinearity, fused). Second of two dispatches: each workgroup
+// merges its run's chunk statistics from group_norm_stats.wgsl (mean = sum of len * mean_c over
+// count; M2 = sum of M2_c + len * (mean_c - mean)^2), then normalizes one chunk of the run.
 // Defines: F16 (bool), HAS_WEIGHT, HAS_BIAS (bool), W_F16 / W_BF16, B_F16 / B_BF16 (bool),
-// SILU (bool), SUBGROUPS (bool), WORKGROUP_SIZE (u32, a power of two).
+// SILU (bool), SUBGROUPS (bool), WORKGROUP_SIZE (u32, a power of two), CHUNK (u32, as the stats').
 #if ${F16}
 enable f16;
 #endif
@@ -23,13 +24,15 @@ struct Params {
   spatial: u32,
   groups: u32,
   eps: f32,
+  chunks: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read> w: array<u32>;
 @group(0) @binding(2) var<storage, read> b: array<u32>;
-@group(0) @binding(3) var<storage, read_write> out: array<T>;
-@group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> partials: array<vec2f>; // [runs][chunks]: (mean, M2)
+@group(0) @binding(4) var<storage, read_write> out: array<T>;
+@group(0) @binding(5) var<uniform> params: Params;
 
 var<workgroup> scratch: array<f32, ${WORKGROUP_SIZE}>;
 
@@ -74,27 +77,34 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
   _ = arrayLength(&w);
   _ = arrayLength(&b);
   let index = wg.x + wg.y * groups.x;
-  if (index >= params.batch * params.groups) {
+  if (index >= params.batch * params.groups * params.chunks) {
     return;
   }
-  let g = index % params.groups;
+  let run = index / params.chunks;
+  let chunk = index % params.chunks;
+  let g = run % params.groups;
   let per_group = params.channels / params.groups;
   let count = per_group * params.spatial;
-  // Groups are contiguous in NCHW: (n, g) starts at (n * C + g * C/G) * S = index * count.
-  let base = index * count;
-  var sum = 0.0;
-  for (var i = lid; i < count; i += ${WORKGROUP_SIZE}u) {
-    sum += f32(x[base + i]);
+  var weighted = 0.0;
+  for (var c = lid; c < params.chunks; c += ${WORKGROUP_SIZE}u) {
+    let len = min(${CHUNK}u, count - c * ${CHUNK}u);
+    weighted += f32(len) * partials[run * params.chunks + c].x;
   }
-  let mean = reduce_sum(sum, lid, sgid, nsg) / f32(count);
-  var sq = 0.0;
-  for (var i = lid; i < count; i += ${WORKGROUP_SIZE}u) {
-    let d = f32(x[base + i]) - mean;
-    sq += d * d;
+  let mean = reduce_sum(weighted, lid, sgid, nsg) / f32(count);
+  var m2 = 0.0;
+  for (var c = lid; c < params.chunks; c += ${WORKGROUP_SIZE}u) {
+    let len = min(${CHUNK}u, count - c * ${CHUNK}u);
+    let p = partials[run * params.chunks + c];
+    let d = p.x - mean;
+    m2 += p.y + f32(len) * d * d;
   }
-  let r = inverseSqrt(reduce_sum(sq, lid, sgid, nsg) / f32(count) + params.eps);
-  for (var i = lid; i < count; i += ${WORKGROUP_SIZE}u) {
-    let c = g * per_group + i / params.spatial;
+  let r = inverseSqrt(reduce_sum(m2, lid, sgid, nsg) / f32(count) + params.eps);
+  // Runs are contiguous in NCHW: (n, g) starts at (n * C + g * C/G) * S = run * count.
+  let start = chunk * ${CHUNK}u;
+  let base = run * count + start;
+  let len = min(${CHUNK}u, count - start);
+  for (var i = lid; i < len; i += ${WORKGROUP_SIZE}u) {
+    let c = g * per_group + (start + i) / params.spatial;
     var y = (f32(x[base + i]) - mean) * r;
 #if ${HAS_WEIGHT}
     y = y * load_w(c);

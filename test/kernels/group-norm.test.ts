@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromFloat32, toFloat32 } from '../../src/formats/dtypes.ts';
 import { overrideKernelLimits } from '../../src/kernels/limits.ts';
-import { groupNorm } from '../../src/kernels/ops/group-norm.ts';
+import { GROUP_NORM_CHUNK, groupNorm } from '../../src/kernels/ops/group-norm.ts';
 import { KernelRecorder } from '../../src/kernels/recorder.ts';
 import { groupNormReference } from '../../src/kernels/reference/group-norm.ts';
 import { downloadF32, emptyTensor, uploadTensor, type GpuTensor } from '../../src/kernels/tensor.ts';
@@ -79,6 +79,14 @@ describe('group_norm', () => {
     for (const subgroups of [false, true]) {
       await check({ n: 1, groups: 32, perGroup: 2, h: 8, w: 8, wd: 'f32', bd: 'f32', silu: true, subgroups, seed: 3 });
       await check({ n: 2, groups: 2, perGroup: 3, h: 13, w: 11, wd: 'bf16', bd: 'f16', silu: false, subgroups, seed: 4 });
+    }
+  });
+
+  it('groups of several chunks (statistics merged across workgroups), the last one partial', async () => {
+    // 4 × 97 × 103 = 39964 values a group: chunks of GROUP_NORM_CHUNK, the third one short.
+    expect(Math.ceil((4 * 97 * 103) / GROUP_NORM_CHUNK)).toBe(3);
+    for (const subgroups of [false, true]) {
+      await check({ n: 2, groups: 2, perGroup: 4, h: 97, w: 103, wd: 'f32', bd: 'bf16', silu: true, subgroups, seed: 11 });
     }
   });
 

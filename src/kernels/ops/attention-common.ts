@@ -131,7 +131,8 @@ export function dummyBuffer(gpu: GpuDevice, writable: boolean): Promise<TrackedB
 }
 
 /**
- * Scratch of at least `bytes` (split-key attention state). Buffers are kept and reused, never
+ * Scratch of at least `bytes` (split-key attention state, group norm's chunk statistics): the
+ * kernel library's per-device scratch, with its constants. Buffers are kept and reused, never
  * freed while the device lives (a dispatch already recorded may use them); dropAttentionBuffers
  * frees them all.
  */

@@ -37,7 +37,7 @@ export const ELEMENTWISE_OPS: readonly OpSpec[] = [
     reference: 'reference/layer-norm.ts#layerNormReference',
   },
   {
-    name: 'group_norm', summary: 'GroupNorm on NCHW (32 groups in the SD VAE/UNet), SiLU fusable', shaders: ['group_norm'], weightDtypes: WEIGHTS,
+    name: 'group_norm', summary: 'GroupNorm on NCHW (32 groups in the SD VAE/UNet), SiLU fusable', shaders: ['group_norm_stats', 'group_norm'], weightDtypes: WEIGHTS,
     paths: ['f32', 'f16'], variants: [...NORM_VARIANTS, 'fused SiLU'], reference: 'reference/group-norm.ts#groupNormReference',
   },
   {
