@@ -4,6 +4,11 @@ import { describe, expect, it } from 'vitest';
 import { openWeights } from '../src/formats/open-weights.ts';
 import { loadModel, ModelInputError } from '../src/runtime/model.ts';
 import { measuredCostModel } from '../src/runtime/measure.ts';
+import { explicitScoresFit, GpuBackend } from '../src/runtime/gpu-backend.ts';
+import * as ops from '../src/kernels/ops/index.ts';
+import { KernelRecorder } from '../src/kernels/recorder.ts';
+import { downloadF32, emptyTensor, uploadTensor } from '../src/kernels/tensor.ts';
+import { randomF32 } from './kernels/harness.ts';
 import { expectedOf, fixtureDevices } from './models/harness.ts';
 import { fixturePath } from './fixtures.ts';
 
@@ -190,5 +195,42 @@ describe('runtime', () => {
       await weights.close();
     }
     await expect(model.forward({})).rejects.toThrow(/was unloaded/);
+  });
+
+  it('one wide head (the VAE\'s 512-channel attention) runs as matmuls around a softmax where the scores fit: the flash kernel\'s output', async () => {
+    const set = await fixtureDevices();
+    const gpu = set.gpus[0]!;
+    const wide = { heads: 1, headDim: 160 };
+    expect(explicitScoresFit(gpu, [1, 1024, 160], [1, 1024, 160], wide)).toBe(true);
+    expect(explicitScoresFit(gpu, [1, 1024, 128], [1, 1024, 128], { heads: 1, headDim: 128 })).toBe(false); // the flash kernel's own width
+    expect(explicitScoresFit(gpu, [1, 1024, 320], [1, 1024, 320], { heads: 2, headDim: 160 })).toBe(false);
+    expect(explicitScoresFit(gpu, [2, 1024, 160], [2, 1024, 160], wide)).toBe(false);
+    expect(explicitScoresFit(gpu, [1, 512, 160], [1, 512, 160], wide)).toBe(false); // too small to matter
+    expect(explicitScoresFit(gpu, [1, 2 ** 16, 160], [1, 2 ** 16, 160], wide)).toBe(false); // 16 GiB of scores
+    const [lq, lk, d] = [1024, 1100, 160];
+    const data = { q: randomF32(lq * d, 1, 1), k: randomF32(lk * d, 2, 1), v: randomF32(lk * d, 3, 1) };
+    const b = new GpuBackend(gpu);
+    const q = await b.upload(data.q, [1, lq, d]);
+    const k = await b.upload(data.k, [1, lk, d]);
+    const v = await b.upload(data.v, [1, lk, d]);
+    const flash = await emptyTensor(gpu, [1, lq, d]);
+    try {
+      const rec = new KernelRecorder(gpu);
+      const t = (x: typeof q) => (x as unknown as { t: Parameters<typeof ops.attention>[1] }).t;
+      await ops.attention(rec, t(q), t(k), t(v), flash, { heads: 1, headDim: d });
+      await rec.submit();
+      const want = await downloadF32(flash);
+      const got = await b.download(await b.attention(q, k, v, wide));
+      let maxErr = 0;
+      let maxRef = 0;
+      for (let i = 0; i < want.length; i++) {
+        maxErr = Math.max(maxErr, Math.abs(got[i]! - want[i]!));
+        maxRef = Math.max(maxRef, Math.abs(want[i]!));
+      }
+      expect(maxErr / maxRef).toBeLessThan(1e-5);
+    } finally {
+      flash.destroy();
+      await b.close();
+    }
   });
 });

@@ -11,6 +11,23 @@ import type {
 import { splitLastAxis } from './backend.ts';
 import { broadcastShape, checkSlice, elementsOf, normalizeAxis, RuntimeShapeError } from './shapes.ts';
 
+/**
+ * Whether attention runs as matmuls with its scores materialized (GpuBackend.#attentionByMatmul):
+ * one sequence and one head wider than the flash kernel's 128-column slice, f32 activations, at
+ * least 2^20 scores, and the scores (twice: before and after the softmax) within one storage
+ * binding and a quarter of what the device has free.
+ */
+export function explicitScoresFit(gpu: GpuDevice, qShape: readonly number[], kShape: readonly number[],
+  o: { readonly heads: number; readonly kvHeads?: number; readonly headDim: number }): boolean {
+  if (qShape.length !== 3 || kShape.length !== 3 || qShape[0] !== 1 || o.heads !== 1 || (o.kvHeads ?? 1) !== 1) return false;
+  if (o.headDim <= 128 || qShape[2] !== o.headDim || kShape[2] !== o.headDim) return false;
+  const scores = qShape[1]! * kShape[1]!;
+  if (scores < 2 ** 20) return false;
+  const bytes = scores * 4;
+  const free = gpu.capacity.bytes - gpu.ledger.used;
+  return bytes <= gpu.device.limits.maxStorageBufferBindingSize && 2 * bytes <= free / 4;
+}
+
 interface PendingFill {
   readonly storage: TrackedBuffer;
   data: Float32Array | Int32Array | null;
@@ -458,12 +475,42 @@ export class GpuBackend implements Backend {
       vt = kv.cache.v;
       kvLength = kv.cache.length;
     }
+    if (!o.cache && !o.mask && !o.relativeBias && !o.causal && explicitScoresFit(this.gpu, qt.shape, kt.shape, o)) {
+      return this.#attentionByMatmul(qt, kt, vt, o.scale ?? 1 / Math.sqrt(o.headDim));
+    }
     const out = await this.#empty(qt.shape);
     await ops.attention(this.rec, qt, kt, vt, out, {
       heads: o.heads, kvHeads, headDim: o.headDim, scale: o.scale, causal: o.causal, kvLength,
       mask: o.mask ? this.#act(o.mask, 'attention').t : undefined,
       relativeBias: o.relativeBias ? this.#act(o.relativeBias, 'attention').t : undefined,
     });
+    return this.#wrap(out);
+  }
+
+  /**
+   * One head of width > 128 (the SD VAE's mid-block attention: 512 channels, one head) as two
+   * matmuls around a softmax, the Lq × Lk scores materialized: the flash kernel would compute the
+   * scores once per 128-column slice of the output (4 times at 512), the f32 tiled matmul runs
+   * them once at several times its speed. explicitScoresFit decides where the scores fit.
+   */
+  async #attentionByMatmul(q: GpuTensor, k: GpuTensor, v: GpuTensor, scale: number): Promise<Tensor> {
+    const [, lq, d] = q.shape as [number, number, number];
+    const lk = k.shape[1]!;
+    const as2d = (t: GpuTensor, rows: number) => new GpuTensor(this.gpu, t.storage, [rows, d], t.dtype);
+    const qs = await this.#empty([lq, d]);
+    await ops.scale(this.rec, as2d(q, lq), qs, scale);
+    const scores = await this.#empty([lq, lk]);
+    await ops.linear(this.rec, qs, as2d(k, lk), null, scores);
+    this.release(this.#wrap(qs));
+    const p = await this.#empty([lq, lk]);
+    await ops.softmax(this.rec, scores, p);
+    this.release(this.#wrap(scores));
+    const vT = await this.#empty([d, lk]);
+    await ops.permute(this.rec, as2d(v, lk), vT, [1, 0]);
+    const out = await this.#empty([1, lq, d]);
+    await ops.linear(this.rec, p, vT, null, new GpuTensor(this.gpu, out.storage, [lq, d], out.dtype));
+    this.release(this.#wrap(p));
+    this.release(this.#wrap(vT));
     return this.#wrap(out);
   }
 
