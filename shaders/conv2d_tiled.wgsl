@@ -3,12 +3,14 @@
 // w[co, k] * patch[k, p], where k runs over (ci, ky, kx) and patch[k, p] is the input value
 // under filter tap k for output pixel p (zero in the padding) — the columns of im2col, built
 // in workgroup memory a slice at a time, never whole. Same math and layout as conv2d.wgsl.
-// A workgroup computes 64 output channels x 64 pixels of one image; each invocation 4 channels
-// x 4 pixels (16 accumulators), so every value read from workgroup memory feeds 4
-// multiply-adds (conv2d.wgsl's one pixel x 4 channels fed 4 per value read from memory, with
-// no reuse of the input across channels beyond 16). Accumulation in f32.
+// A workgroup computes 64 * CO_VEC output channels x 64 pixels of one image; each invocation
+// 4 * CO_VEC channels x 4 pixels (16 or 32 accumulators), so every value read from workgroup
+// memory feeds 4 (CO_VEC 1) or 5.3 (CO_VEC 2) multiply-adds (conv2d.wgsl's one pixel x 4
+// channels fed 4 per value read from memory, with no reuse of the input across channels beyond
+// 16). Accumulation in f32.
 // Defines: F16 (bool: f16 activations), W_F16 / W_BF16, B_F16 / B_BF16 (bool: stored forms),
-// HAS_BIAS (bool), WORKGROUP_SIZE (u32, must be 256 = 16 pixel lanes x 16 channel quads).
+// HAS_BIAS (bool), CO_VEC (u32, 1 or 2: vec4s of channels an invocation),
+// WORKGROUP_SIZE (u32, must be 256 = 16 pixel lanes x 16 channel groups).
 
 #if ${F16}
 enable f16;
@@ -37,7 +39,8 @@ struct Params {
   px_tiles: u32,
 }
 
-const TCO = 64u;
+const CO_VEC = ${CO_VEC}u;
+const TCO = 64u * CO_VEC;
 const TPX = 64u;
 const RK = 16u; // filter taps per slice
 
@@ -47,7 +50,7 @@ const RK = 16u; // filter taps per slice
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
 @group(0) @binding(4) var<uniform> params: Params;
 
-var<workgroup> wsh: array<vec4f, 256>; // [RK][TCO / 4]: 4 channels of one tap
+var<workgroup> wsh: array<vec4f, 256 * ${CO_VEC}>; // [RK][TCO / 4]: 4 channels of one tap
 var<workgroup> xsh: array<f32, 1024>; // [RK][TPX]
 
 fn load_w(i: u32) -> f32 {
@@ -95,8 +98,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
   // Pixel lanes run along consecutive pixels (reads of xsh without bank conflicts, coalesced
   // writes); the 16 lanes of a channel quad read the same wsh entry (a broadcast).
   let lane = lid % 16u;
-  let quad = lid / 16u;
-  var acc: array<vec4f, 4>; // [pixel lane + 16 j] -> 4 channels
+  let quad = lid / 16u; // channels co0 + (quad * CO_VEC + m) * 4 + i
+  var acc: array<vec4f, 4 * ${CO_VEC}>; // [m * 4 + j]: pixel lane + 16 j, 4 channels
 
   for (var k0 = 0u; k0 < taps; k0 += RK) {
     // Filter slice: tap-contiguous reads (16 consecutive taps of a channel per 16 invocations).
@@ -133,12 +136,18 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
     }
     workgroupBarrier();
     for (var r = 0u; r < RK; r++) {
-      let wv = wsh[r * (TCO / 4u) + quad];
       let xr = r * TPX + lane;
-      acc[0] += xsh[xr] * wv;
-      acc[1] += xsh[xr + 16u] * wv;
-      acc[2] += xsh[xr + 32u] * wv;
-      acc[3] += xsh[xr + 48u] * wv;
+      let x0 = xsh[xr];
+      let x1 = xsh[xr + 16u];
+      let x2 = xsh[xr + 32u];
+      let x3 = xsh[xr + 48u];
+      for (var m = 0u; m < CO_VEC; m++) {
+        let wv = wsh[r * (TCO / 4u) + quad * CO_VEC + m];
+        acc[m * 4u] += x0 * wv;
+        acc[m * 4u + 1u] += x1 * wv;
+        acc[m * 4u + 2u] += x2 * wv;
+        acc[m * 4u + 3u] += x3 * wv;
+      }
     }
     workgroupBarrier();
   }
@@ -148,10 +157,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
     if (p >= pixels) {
       continue;
     }
-    for (var i = 0u; i < 4u; i++) {
-      let co = co0 + quad * 4u + i;
+    for (var i = 0u; i < 4u * CO_VEC; i++) {
+      let co = co0 + quad * 4u * CO_VEC + i;
       if (co < params.cout) {
-        var y = acc[j][i];
+        var y = acc[(i / 4u) * 4u + j][i % 4u];
 #if ${HAS_BIAS}
         y += load_b(co);
 #endif

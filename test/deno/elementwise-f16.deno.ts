@@ -208,7 +208,7 @@ Deno.test('f16: conv2d (3×3 pad 1, VAE downsampler; direct and implicit-GEMM ke
     const tbias = await uploadTensor(gpu, fromFloat32('F16', bias), [5], 'f16');
     const pads = [{ top: 1, bottom: 1, left: 1, right: 1 }, { top: 0, bottom: 1, left: 0, right: 1 }];
     const strides: [number, number][] = [[1, 1], [2, 2]];
-    for (const kernel of ['direct', 'tiled'] as const) {
+    for (const kernel of ['direct', 'tiled', 'tiled-wide'] as const) {
       for (let k = 0; k < 2; k++) {
         const shape = conv2dOutputShape([1, 6, 7, 8], [5, 6, 3, 3], { stride: strides[k], padding: pads[k] });
         const o = await out(shape);

@@ -75,7 +75,7 @@ async function checkCase(c: Case): Promise<void> {
 
 const same = (p: number) => ({ top: p, bottom: p, left: p, right: p });
 
-describe.each(['direct', 'tiled'] as const)('conv2d, %s kernel', (kernel) => {
+describe.each(['direct', 'tiled', 'tiled-wide'] as const)('conv2d, %s kernel', (kernel) => {
   const check = (c: Case) => checkCase({ ...c, kernel });
   it('matches the reference on random shapes, kernels, strides, paddings and stored forms', async () => {
     await fc.assert(fc.asyncProperty(
@@ -110,15 +110,17 @@ describe.each(['direct', 'tiled'] as const)('conv2d, %s kernel', (kernel) => {
     }
   });
 
-  it('a VAE-width layer: 64 → 72 channels, 3×3 pad 1 on 17×19, bf16 filter (576 taps: partial tiles of channels, pixels and taps)', async () => {
+  it('a VAE-width layer: 64 → 72 and 64 → 136 channels, 3×3 pad 1 on 17×19, bf16 filter (576 taps: partial tiles of channels, pixels and taps)', async () => {
     // 576 products a sum: a few ulp of sums up to ~150.
     await check({ n: 1, cin: 64, cout: 72, h: 17, w: 19, kh: 3, kw: 3, stride: [1, 1], pad: same(1), wd: 'bf16', bias: 'f32', seed: 21, tol: { abs: 6e-5, rel: 2e-5 } });
+    await check({ n: 1, cin: 64, cout: 136, h: 17, w: 19, kh: 3, kw: 3, stride: [1, 1], pad: same(1), wd: 'f32', bias: 'bf16', seed: 22, tol: { abs: 6e-5, rel: 2e-5 } });
   });
 });
 
 describe('conv2d', () => {
   it('auto picks the implicit GEMM where its 64-channel tile fills, the direct kernel for narrow outputs', () => {
-    expect(conv2dKernelFor(512, 128 * 128)).toBe('tiled');
+    expect(conv2dKernelFor(512, 128 * 128)).toBe('tiled-wide');
+    expect(conv2dKernelFor(128, 64)).toBe('tiled-wide');
     expect(conv2dKernelFor(64, 64)).toBe('tiled');
     expect(conv2dKernelFor(3, 1024 * 1024)).toBe('direct');
     expect(conv2dKernelFor(32, 4096)).toBe('direct');

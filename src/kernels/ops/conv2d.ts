@@ -51,16 +51,18 @@ export function conv2dOutputShape(xShape: readonly number[], weightShape: readon
   return [n, cout, hout, wout];
 }
 
-/** Which kernel runs a convolution: `auto` picks the implicit GEMM where its 64×64 tile fills. */
-export type Conv2dKernel = 'auto' | 'direct' | 'tiled';
+/** Which kernel runs a convolution: `auto` picks the implicit GEMM where its tile fills (`tiled-wide`: 128 channels a workgroup). */
+export type Conv2dKernel = 'auto' | 'direct' | 'tiled' | 'tiled-wide';
 
 /**
- * The implicit GEMM (conv2d_tiled.wgsl: 64 channels × 64 pixels a workgroup, 16 accumulators an
- * invocation) wherever there are enough output channels to fill most of its tile; the direct
- * kernel (16 channels × 64 pixels) for narrow outputs (a VAE's 3-channel output conv).
+ * The implicit GEMM (conv2d_tiled.wgsl: 64 or, from 128 output channels, 128 channels × 64
+ * pixels a workgroup, 16 or 32 accumulators an invocation) wherever there are enough output
+ * channels to fill most of its tile; the direct kernel (16 channels × 64 pixels) for narrow
+ * outputs (a VAE's 3-channel output conv).
  */
-export function conv2dKernelFor(cout: number, pixels: number): 'direct' | 'tiled' {
-  return cout >= 48 && pixels >= 64 ? 'tiled' : 'direct';
+export function conv2dKernelFor(cout: number, pixels: number): Exclude<Conv2dKernel, 'auto'> {
+  if (pixels < 64 || cout < 48) return 'direct';
+  return cout >= 128 ? 'tiled-wide' : 'tiled';
 }
 
 /**
@@ -85,16 +87,19 @@ export async function conv2d(rec: KernelRecorder, x: GpuTensor, weight: GpuTenso
   if (out.elements === 0) return;
   const { stride, dilation, pad } = geometry(options);
   const [, , hout, wout] = outShape;
-  const tiled = (kernel === 'auto' ? conv2dKernelFor(cout, hout * wout) : kernel) === 'tiled';
-  const coTiles = Math.ceil(cout / (tiled ? 64 : 16));
+  const chosen = kernel === 'auto' ? conv2dKernelFor(cout, hout * wout) : kernel;
+  const tiled = chosen !== 'direct';
+  const coVec = chosen === 'tiled-wide' ? 2 : 1;
+  const coTiles = Math.ceil(cout / (tiled ? 64 * coVec : 16));
   const pxTiles = Math.ceil((hout * wout) / 64);
   const pipeline = await rec.pipeline(tiled ? 'conv2d_tiled' : op, {
     F16: dtype === 'f16', ...weightDefines(op, 'W', weight), ...weightDefines(op, 'B', bias), HAS_BIAS: bias !== null, WORKGROUP_SIZE,
+    ...(tiled ? { CO_VEC: coVec } : {}),
   });
   const geometryWords = [batch, cin, h, w, cout, hout, wout, kh, kw, stride[0], stride[1], pad.top, pad.left, dilation[0], dilation[1]];
   const u = tiled
     ? new Uniforms(17).u32(...geometryWords, coTiles, pxTiles)
     : new Uniforms(18).u32(...geometryWords, Math.max(1, Math.floor(64 / (kh * kw))), coTiles, pxTiles);
   rec.dispatch(pipeline, [x.buffer, weight.buffer, (bias ?? weight).buffer, out.buffer], u.bytes, batch * coTiles * pxTiles,
-    `${op}${tiled ? ' tiled' : ''} ${kh}x${kw} ${dtype}`);
+    `${op}${tiled ? ` ${chosen}` : ''} ${kh}x${kw} ${dtype}`);
 }
