@@ -10,33 +10,7 @@
 // Defines: F16 (bool: f16 activations), W_F16 / W_BF16, B_F16 / B_BF16 (bool: stored forms),
 // HAS_BIAS (bool), WORKGROUP_SIZE (u32, must be 256 = 64 pixels x 4 channel quads).
 
-#if ${F16}
-enable f16;
-alias T = f16;
-#else
-alias T = f32;
-#endif
-
-struct Params {
-  batch: u32,
-  cin: u32,
-  h: u32,
-  w: u32,
-  cout: u32,
-  hout: u32,
-  wout: u32,
-  kh: u32,
-  kw: u32,
-  stride_h: u32,
-  stride_w: u32,
-  pad_top: u32,
-  pad_left: u32,
-  dil_h: u32,
-  dil_w: u32,
-  ci_tile: u32,
-  co_tiles: u32,
-  px_tiles: u32,
-}
+// @include conv2d_params
 
 const TCO = 16u;
 const TPX = 64u;
@@ -50,29 +24,8 @@ const RMAX = 64u;
 
 var<workgroup> wsh: array<f32, 1024>; // [TCO][RMAX]
 
-fn load_w(i: u32) -> f32 {
-#if ${W_F16}
-  let pair = unpack2x16float(wt[i >> 1u]);
-  return select(pair.x, pair.y, (i & 1u) == 1u);
-#elif ${W_BF16}
-  let word = wt[i >> 1u];
-  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
-#else
-  return bitcast<f32>(wt[i]);
-#endif
-}
-
-fn load_b(i: u32) -> f32 {
-#if ${B_F16}
-  let pair = unpack2x16float(bias[i >> 1u]);
-  return select(pair.x, pair.y, (i & 1u) == 1u);
-#elif ${B_BF16}
-  let word = bias[i >> 1u];
-  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
-#else
-  return bitcast<f32>(bias[i]);
-#endif
-}
+// @include stored_weight
+// @include stored_bias
 
 @compute @workgroup_size(${WORKGROUP_SIZE})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u,

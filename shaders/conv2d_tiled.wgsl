@@ -12,32 +12,7 @@
 // HAS_BIAS (bool), CO_VEC (u32, 1 or 2: vec4s of channels an invocation),
 // WORKGROUP_SIZE (u32, must be 256 = 16 pixel lanes x 16 channel groups).
 
-#if ${F16}
-enable f16;
-alias T = f16;
-#else
-alias T = f32;
-#endif
-
-struct Params {
-  batch: u32,
-  cin: u32,
-  h: u32,
-  w: u32,
-  cout: u32,
-  hout: u32,
-  wout: u32,
-  kh: u32,
-  kw: u32,
-  stride_h: u32,
-  stride_w: u32,
-  pad_top: u32,
-  pad_left: u32,
-  dil_h: u32,
-  dil_w: u32,
-  co_tiles: u32,
-  px_tiles: u32,
-}
+// @include conv2d_params
 
 const CO_VEC = ${CO_VEC}u;
 const TCO = 64u * CO_VEC;
@@ -53,29 +28,8 @@ const RK = 16u; // filter taps per slice
 var<workgroup> wsh: array<vec4f, 256 * ${CO_VEC}>; // [RK][TCO / 4]: 4 channels of one tap
 var<workgroup> xsh: array<f32, 1024>; // [RK][TPX]
 
-fn load_w(i: u32) -> f32 {
-#if ${W_F16}
-  let pair = unpack2x16float(wt[i >> 1u]);
-  return select(pair.x, pair.y, (i & 1u) == 1u);
-#elif ${W_BF16}
-  let word = wt[i >> 1u];
-  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
-#else
-  return bitcast<f32>(wt[i]);
-#endif
-}
-
-fn load_b(i: u32) -> f32 {
-#if ${B_F16}
-  let pair = unpack2x16float(bias[i >> 1u]);
-  return select(pair.x, pair.y, (i & 1u) == 1u);
-#elif ${B_BF16}
-  let word = bias[i >> 1u];
-  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
-#else
-  return bitcast<f32>(bias[i]);
-#endif
-}
+// @include stored_weight
+// @include stored_bias
 
 @compute @workgroup_size(${WORKGROUP_SIZE})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u,

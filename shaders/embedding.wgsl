@@ -21,21 +21,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> ids: array<i32>;
-@group(0) @binding(1) var<storage, read> table: array<u32>;
+@group(0) @binding(1) var<storage, read> wt: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<T>;
 @group(0) @binding(3) var<uniform> params: Params;
 
-fn load_w(i: u32) -> f32 {
-#if ${W_F16}
-  let pair = unpack2x16float(table[i >> 1u]);
-  return select(pair.x, pair.y, (i & 1u) == 1u);
-#elif ${W_BF16}
-  let word = table[i >> 1u];
-  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
-#else
-  return bitcast<f32>(table[i]);
-#endif
-}
+// @include stored_weight
 
 @compute @workgroup_size(${WORKGROUP_SIZE})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {

@@ -31,8 +31,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> b: array<u32>;
+@group(0) @binding(1) var<storage, read> wt: array<u32>;
+@group(0) @binding(2) var<storage, read> bias: array<u32>;
 @group(0) @binding(3) var<storage, read> shift: array<T>;
 @group(0) @binding(4) var<storage, read> scale: array<T>;
 @group(0) @binding(5) var<storage, read_write> out: array<T>;
@@ -42,29 +42,8 @@ var<workgroup> scratch: array<f32, ${WORKGROUP_SIZE}>;
 
 // @include workgroup_reduce
 
-fn load_w(i: u32) -> f32 {
-#if ${W_F16}
-  let pair = unpack2x16float(w[i >> 1u]);
-  return select(pair.x, pair.y, (i & 1u) == 1u);
-#elif ${W_BF16}
-  let word = w[i >> 1u];
-  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
-#else
-  return bitcast<f32>(w[i]);
-#endif
-}
-
-fn load_b(i: u32) -> f32 {
-#if ${B_F16}
-  let pair = unpack2x16float(b[i >> 1u]);
-  return select(pair.x, pair.y, (i & 1u) == 1u);
-#elif ${B_BF16}
-  let word = b[i >> 1u];
-  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
-#else
-  return bitcast<f32>(b[i]);
-#endif
-}
+// @include stored_weight
+// @include stored_bias
 
 @compute @workgroup_size(${WORKGROUP_SIZE})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u,
@@ -78,8 +57,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
   let sgid = 0u;
   let nsg = 0u;
 #endif
-  _ = arrayLength(&w);
-  _ = arrayLength(&b);
+  _ = arrayLength(&wt);
+  _ = arrayLength(&bias);
   _ = arrayLength(&shift);
   _ = arrayLength(&scale);
   let row = wg.x + wg.y * groups.x;

@@ -22,7 +22,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> wt: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<T>;
 @group(0) @binding(3) var<uniform> params: Params;
 
@@ -30,17 +30,7 @@ var<workgroup> scratch: array<f32, ${WORKGROUP_SIZE}>;
 
 // @include workgroup_reduce
 
-fn load_w(i: u32) -> f32 {
-#if ${W_F16}
-  let pair = unpack2x16float(w[i >> 1u]);
-  return select(pair.x, pair.y, (i & 1u) == 1u);
-#elif ${W_BF16}
-  let word = w[i >> 1u];
-  return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));
-#else
-  return bitcast<f32>(w[i]);
-#endif
-}
+// @include stored_weight
 
 @compute @workgroup_size(${WORKGROUP_SIZE})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u,
@@ -54,7 +44,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u
   let sgid = 0u;
   let nsg = 0u;
 #endif
-  _ = arrayLength(&w);
+  _ = arrayLength(&wt);
   // Two-dimensional grid past 65535 rows: rebuild the row index; the whole workgroup leaves together.
   let row = wg.x + wg.y * groups.x;
   if (row >= params.rows) {

@@ -96,10 +96,9 @@ export async function conv2d(rec: KernelRecorder, x: GpuTensor, weight: GpuTenso
     F16: dtype === 'f16', ...weightDefines(op, 'W', weight), ...weightDefines(op, 'B', bias), HAS_BIAS: bias !== null, WORKGROUP_SIZE,
     ...(tiled ? { CO_VEC: coVec } : {}),
   });
-  const geometryWords = [batch, cin, h, w, cout, hout, wout, kh, kw, stride[0], stride[1], pad.top, pad.left, dilation[0], dilation[1]];
-  const u = tiled
-    ? new Uniforms(17).u32(...geometryWords, coTiles, pxTiles)
-    : new Uniforms(18).u32(...geometryWords, Math.max(1, Math.floor(64 / (kh * kw))), coTiles, pxTiles);
+  const ciTile = Math.max(1, Math.floor(64 / (kh * kw)));
+  const u = new Uniforms(18).u32(batch, cin, h, w, cout, hout, wout, kh, kw, stride[0], stride[1], pad.top, pad.left,
+    dilation[0], dilation[1], ciTile, coTiles, pxTiles);
   rec.dispatch(pipeline, [x.buffer, weight.buffer, (bias ?? weight).buffer, out.buffer], u.bytes, batch * coTiles * pxTiles,
     `${op}${tiled ? ` ${chosen}` : ''} ${kh}x${kw} ${dtype}`);
 }
