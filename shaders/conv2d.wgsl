@@ -31,14 +31,13 @@ var<workgroup> wsh: array<f32, 1024>; // [TCO][RMAX]
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) groups: vec3u,
   @builtin(local_invocation_index) lid: u32) {
   _ = arrayLength(&bias);
-  let index = wg.x + wg.y * groups.x;
-  if (index >= params.batch * params.co_tiles * params.px_tiles) {
+  let tile = conv_tile(wg.x + wg.y * groups.x);
+  if (!tile.valid) {
     return;
   }
-  let px_tile = index % params.px_tiles;
-  let rest = index / params.px_tiles;
-  let co_tile = rest % params.co_tiles;
-  let n = rest / params.co_tiles;
+  let n = tile.n;
+  let co_tile = tile.co_tile;
+  let px_tile = tile.px_tile;
   let quad = lid / TPX;
   let p = px_tile * TPX + lid % TPX;
   let valid = p < params.hout * params.wout;

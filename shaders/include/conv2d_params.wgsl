@@ -28,3 +28,17 @@ struct Params {
   co_tiles: u32,
   px_tiles: u32,
 }
+
+// The image, channel tile and pixel tile of workgroup `index` (wg.x + wg.y * num_workgroups.x;
+// a 2-D grid past the per-dimension limit), or none past the last.
+struct ConvTile {
+  valid: bool,
+  n: u32,
+  co_tile: u32,
+  px_tile: u32,
+}
+
+fn conv_tile(index: u32) -> ConvTile {
+  let rest = index / params.px_tiles;
+  return ConvTile(index < params.batch * params.co_tiles * params.px_tiles, rest / params.co_tiles, rest % params.co_tiles, index % params.px_tiles);
+}
