@@ -28,13 +28,15 @@ export function explicitScoresFit(gpu: GpuDevice, qShape: readonly number[], kSh
   return bytes <= gpu.device.limits.maxStorageBufferBindingSize && 2 * bytes <= free / 4;
 }
 
+/** Values on their way into `storage`: `ready` settles once `data` or `error` is set. */
 interface PendingFill {
   readonly storage: TrackedBuffer;
   data: Float32Array | Int32Array | null;
   error: unknown;
-  settled: boolean;
   readonly ready: Promise<void>;
 }
+
+const arrived = (f: PendingFill) => f.data !== null || f.error !== undefined;
 
 /** One turn of the event loop: lets WebGPU deliver finished read-backs (Dawn's node binding polls from setImmediate). */
 function yieldToEventLoop(): Promise<void> {
@@ -98,8 +100,8 @@ class GpuKv implements KvCacheHandle {
 
 /**
  * The Backend on one GPU: each op records onto the current KernelRecorder; `flush()` submits
- * (the scheduler flushes after every step, downloads flush first). Activations allocated since
- * the last `collect()` are destroyed by it unless kept.
+ * (the scheduler collects after every step, downloads flush first). Activations allocated since
+ * the last `collect()` go back to the pool by it unless kept.
  */
 export class GpuBackend implements Backend {
   readonly gpu: GpuDevice;
@@ -166,7 +168,7 @@ export class GpuBackend implements Backend {
       const t0 = performance.now();
       await yieldToEventLoop();
       this.hopWaitMs += performance.now() - t0;
-      if (this.#fills.every((f) => f.settled)) await this.flush();
+      if (this.#fills.every(arrived)) await this.flush();
     } else {
       await this.flush();
     }
@@ -321,14 +323,12 @@ export class GpuBackend implements Backend {
     const n = elementsOf(shape);
     // Handlers go on before anything awaits: a read-back that fails early is not left unhandled.
     const fill: Omit<PendingFill, 'storage'> = {
-      data: null, error: undefined, settled: false,
+      data: null, error: undefined,
       ready: values.then((data) => {
         fill.data = data.length === n ? data : null;
         if (!fill.data) fill.error = new RuntimeShapeError(`upload: ${data.length} values for shape [${shape.join(', ')}]`);
       }, (error: unknown) => {
         fill.error = error ?? new Error('a read-back failed');
-      }).finally(() => {
-        fill.settled = true;
       }),
     };
     const t = await this.#empty(shape, dtype, 'input', true);

@@ -179,18 +179,19 @@ export class Scheduler {
             const source = await this.backendOf(from);
             stats.movedBytes += elementsOf(src.shape) * 4;
             stats.moves++;
+            // Downloads come back as f32 values; i32 tensors go on as i32.
+            const asStored = (f: Float32Array) => (src.dtype === 'i32' ? Int32Array.from(f) : f);
             const h0 = performance.now();
             if (source instanceof GpuBackend && backend instanceof GpuBackend) {
               // GPU to GPU: the read-back is queued and this device records on without waiting;
               // the values are written before its work is submitted (GpuBackend.uploadLater).
               const finish = await source.startDownload(src);
               hopMs += performance.now() - h0;
-              const values = finish().then((f) => (src.dtype === 'i32' ? Int32Array.from(f) : f));
-              moved = await backend.uploadLater(src.shape, src.dtype, values);
+              moved = await backend.uploadLater(src.shape, src.dtype, finish().then(asStored));
             } else {
               const f = await source.download(src);
               hopMs += performance.now() - h0;
-              moved = await backend.upload(src.dtype === 'i32' ? Int32Array.from(f) : f, src.shape);
+              moved = await backend.upload(asStored(f), src.shape);
             }
           }
           copies.set(device, moved);
@@ -238,17 +239,18 @@ export class Scheduler {
         const t0 = performance.now();
         await step.run(ctx);
         const t1 = performance.now();
+        // Waiting for another device's values while collecting counts as hop time, not submitting.
+        let waitedInCollect = 0;
         if (backend instanceof GpuBackend) {
           await backend.collect(keepOn(device), { defer: true });
-          hopMs += backend.hopWaitMs - waited;
+          waitedInCollect = backend.hopWaitMs - waited;
           stats.dispatches += backend.rec.dispatched - dispatched;
           stats.submits += backend.rec.submits - submitted;
           stats.bindGroups += backend.rec.bindGroupsMade - made;
         }
-        const waitedInStep = backend instanceof GpuBackend ? backend.hopWaitMs - waited : 0;
-        stats.hopMs += hopMs;
-        stats.recordMs += t1 - t0 - (hopMs - waitedInStep);
-        stats.submitMs += performance.now() - t1 - waitedInStep;
+        stats.hopMs += hopMs + waitedInCollect;
+        stats.recordMs += t1 - t0 - hopMs;
+        stats.submitMs += performance.now() - t1 - waitedInCollect;
         if (stream && steps[i + 1]?.block !== step.block) this.staging(device).release(stream.placement.name);
       }
       this.#streamOrder = order;
